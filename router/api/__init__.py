@@ -1,0 +1,1 @@
+"""Thin HTTP handlers: route, logs, dlq, health."""

@@ -1,0 +1,99 @@
+"""The contract's error body, and handlers that give every failure that shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = structlog.get_logger("router.api")
+
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    """An answer other than success, in the contract's error format."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """`{"error": {"code", "message", "field"}}` with the given status."""
+    body = orjson.dumps({"error": {"code": code, "message": message, "field": field}})
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def api_error_response(exc: ApiError) -> Response:
+    """Render an ApiError."""
+    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error FastAPI or Starlette raises leaves in the contract's shape."""
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return api_error_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), None, headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors: list[Any] = list(exc.errors())
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body")]
+        field = ".".join(loc) or None
+        message = str(first.get("msg", "invalid request"))
+        return error_response(
+            422, "invalid_request", f"{field}: {message}" if field else message, field
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # A bug, not the caller's fault: logged with its traceback, still in the contract's shape.
+        log.exception("unhandled_error", path=request.url.path)
+        return error_response(500, "internal_error", "the router failed to handle this request")
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,110 @@
+"""The `router` command: serve, migrate, replay-dlq, agents, check-routes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from router.settings import Settings, SettingsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand; return the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `agents` and `check-routes` own their argument parsing.
+    if args and args[0] == "agents":
+        from router.agents import agents_main
+
+        return agents_main(args[1:])
+
+    parser = argparse.ArgumentParser(prog="router", description="The signal router.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the production server (uvicorn, uvloop, httptools)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--reload", action="store_true", help="restart on code changes (make dev)")
+    sub.add_parser("migrate", help="alembic upgrade head against DATABASE_URL (or embedded)")
+    check = sub.add_parser("check-routes", help="validate a routing table file")
+    check.add_argument("file")
+    sub.add_parser("agents", help="demo / load-test agents with fault injection")
+    ns = parser.parse_args(args)
+
+    if ns.command == "check-routes":
+        from router.routing import check_routes_main
+
+        return check_routes_main(ns.file)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"router: {exc}", file=sys.stderr)
+        return 2
+    from router.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    if ns.command == "migrate":
+        return _migrate(settings)
+    return _serve(settings, ns.host, ns.port, ns.workers, ns.reload)
+
+
+def _database_url(settings: Settings) -> str:
+    from router.embedded_db import resolve_database_url
+
+    return resolve_database_url(settings)
+
+
+def _migrate(settings: Settings) -> int:
+    from router import migrate
+
+    try:
+        migrate.upgrade(_database_url(settings))
+    except Exception as exc:  # any failure: one clear line and a non-zero exit
+        print(f"router migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("router migrate: database is at head", file=sys.stderr)
+    return 0
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool) -> int:
+    from router.routing import RoutingTableError, load_routing_table
+
+    try:
+        settings.require_api_key()
+        load_routing_table(settings.routes_file)
+    except (SettingsError, RoutingTableError) as exc:
+        print(f"router: {exc}", file=sys.stderr)
+        return 2
+    if workers < 1:
+        print("router: --workers must be >= 1", file=sys.stderr)
+        return 2
+    # Resolve the embedded server once here so every worker (and reloaded child)
+    # inherits one DATABASE_URL instead of racing to start it.
+    os.environ["DATABASE_URL"] = _database_url(settings)
+    if workers > 1:
+        from router.metrics import prepare_multiprocess_dir
+
+        base = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="router-prom-")
+        prepare_multiprocess_dir(Path(base))
+
+    import uvicorn
+
+    uvicorn.run(
+        "router.asgi:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if not reload else None,
+        reload=reload,
+        reload_dirs=["router"] if reload else None,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=15,
+    )
+    return 0

@@ -1,0 +1,186 @@
+"""The wire model of a signal: parsing, validation of everything PostgreSQL must store, log_id."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+ALLOWED_KEYS = frozenset(("sender_id", "payload", "log_id", "timestamp", "metadata"))
+LOG_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+MAX_SENDER_ID = 200
+# orjson serializes at most 254 levels; the forwarded body wraps the payload in one more.
+MAX_DEPTH = 200
+# RFC 3339 date-time; datetime.fromisoformat then checks the calendar (no month 13).
+RFC3339_RE = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+# Receive-time log_ids must differ even for two signals in the same nanosecond.
+_sequence = itertools.count()
+
+
+class InvalidSignal(Exception):
+    """The request body is not a signal the router can accept."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(slots=True)
+class Signal:
+    """A validated signal, with what the hot path needs precomputed."""
+
+    sender_id: str
+    payload: dict[str, Any]
+    metadata: dict[str, Any] | None
+    timestamp: str | None
+    log_id: str
+    body_hash: str
+    strings: list[str]
+
+
+def parse_signal(raw: bytes) -> Signal:
+    """Parse and validate a POST /route body; raise InvalidSignal (400/422) naming the field."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSignal(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if type(body) is not dict:
+        raise InvalidSignal(422, "invalid_body", "the body must be a JSON object")
+    unknown = body.keys() - ALLOWED_KEYS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidSignal(
+            422,
+            "unknown_field",
+            f"unknown field {name[:100]!r}; allowed: {', '.join(sorted(ALLOWED_KEYS))}",
+            _field_name(name),
+        )
+
+    sender_id = body.get("sender_id")
+    if sender_id is None:
+        raise InvalidSignal(422, "missing_field", "sender_id is required", "sender_id")
+    if type(sender_id) is not str:
+        raise InvalidSignal(422, "invalid_type", "sender_id must be a string", "sender_id")
+    if not 1 <= len(sender_id) <= MAX_SENDER_ID:
+        raise InvalidSignal(
+            422, "invalid_length", "sender_id must be 1-200 characters", "sender_id"
+        )
+    if "\x00" in sender_id:
+        raise InvalidSignal(422, "unstorable", "sender_id must not contain NUL", "sender_id")
+
+    payload = body.get("payload")
+    if payload is None:
+        raise InvalidSignal(422, "missing_field", "payload is required", "payload")
+    if type(payload) is not dict:
+        raise InvalidSignal(422, "invalid_type", "payload must be a JSON object", "payload")
+    strings: list[str] = []
+    _check_storable(payload, "payload", strings)
+
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if type(metadata) is not dict:
+            raise InvalidSignal(422, "invalid_type", "metadata must be a JSON object", "metadata")
+        _check_storable(metadata, "metadata", None)
+
+    timestamp = body.get("timestamp")
+    if timestamp is not None:
+        _check_timestamp(timestamp)
+
+    canonical = orjson.dumps([sender_id, payload, metadata, timestamp], option=orjson.OPT_SORT_KEYS)
+    body_hash = hashlib.sha256(canonical).hexdigest()
+
+    log_id = body.get("log_id")
+    if log_id is None:
+        log_id = derive_log_id(sender_id, timestamp, payload)
+    elif type(log_id) is not str or LOG_ID_RE.fullmatch(log_id) is None:
+        raise InvalidSignal(
+            422, "invalid_log_id", "log_id must be 1-200 characters of [A-Za-z0-9._:-]", "log_id"
+        )
+    return Signal(sender_id, payload, metadata, timestamp, log_id, body_hash, strings)
+
+
+def derive_log_id(sender_id: str, timestamp: str | None, payload: dict[str, Any]) -> str:
+    """Deterministic from sender, event time and canonical payload.
+
+    Without a timestamp the receive time stands in, so such a signal is never deduplicated.
+    """
+    if timestamp is None:
+        timestamp = f"recv:{time.time_ns()}:{next(_sequence)}"
+    payload_hash = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).digest()
+    digest = hashlib.sha256(
+        b"\x00".join((sender_id.encode(), timestamp.encode(), payload_hash))
+    ).hexdigest()
+    return f"sig-{digest[:40]}"
+
+
+def _check_storable(value: Any, root: str, strings: list[str] | None) -> None:
+    """PostgreSQL cannot store NUL in text or jsonb; collect string values for classification."""
+    # Iterative, so a deep document cannot exhaust Python's recursion limit.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item:
+                _raise_unstorable(value, root)
+            if strings is not None:
+                strings.append(item)
+        elif kind is dict or kind is list:
+            if depth > MAX_DEPTH:
+                raise InvalidSignal(
+                    422, "too_deep", f"{root} is nested deeper than {MAX_DEPTH} levels", root
+                )
+            if kind is dict:
+                for key in item:
+                    if "\x00" in key:
+                        _raise_unstorable(value, root)
+                children = list(item.values())
+            else:
+                children = item
+            # Reversed so strings are collected in document order.
+            for child in reversed(children):
+                push((child, depth + 1))
+
+
+def _raise_unstorable(value: Any, root: str) -> None:
+    """Find the first NUL's path (slow, only on the error path) and refuse the signal."""
+    stack: list[tuple[Any, str]] = [(value, root)]
+    while stack:
+        item, path = stack.pop()
+        if type(item) is str and "\x00" in item:
+            break
+        if type(item) is dict:
+            if any("\x00" in key for key in item):
+                break
+            stack.extend((v, f"{path}.{k}") for k, v in reversed(item.items()))
+        elif type(item) is list:
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
+    path = path[:300]
+    raise InvalidSignal(422, "unstorable", f"{path} contains a NUL character", path)
+
+
+def _check_timestamp(value: Any) -> None:
+    message = "timestamp must be an RFC 3339 date-time such as 2026-11-23T10:00:00Z"
+    if type(value) is not str or RFC3339_RE.fullmatch(value) is None:
+        raise InvalidSignal(422, "invalid_timestamp", message, "timestamp")
+    try:
+        datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        raise InvalidSignal(422, "invalid_timestamp", message, "timestamp") from None
+
+
+def _field_name(name: str) -> str:
+    return name[:100].replace("\x00", "\\u0000")

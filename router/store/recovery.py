@@ -1,0 +1,53 @@
+"""Abandoned claims and the DLQ backlog: the periodic work every worker does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from router.metrics import Metrics
+from router.store.errors import StoreError, wrap_database_errors
+from router.store.queries import query
+
+log = structlog.get_logger("router.store.recovery")
+
+SWEEP_BATCH = 500
+
+
+async def sweep_abandoned(pool: AsyncConnectionPool, *, limit: int = SWEEP_BATCH) -> int:
+    """Move claims past their deadline (router died) to the DLQ as interrupted; count them."""
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            cur = await conn.execute(query("sweep_abandoned"), {"limit": limit})
+            return len(await cur.fetchall())
+
+
+async def dlq_backlog(pool: AsyncConnectionPool) -> int:
+    """Pending DLQ entries (an index-only count over the partial pending index)."""
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            cur = await conn.execute(query("dlq_backlog"))
+            row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def run_maintenance(
+    pool: AsyncConnectionPool, metrics: Metrics | None, *, interval_s: float
+) -> None:
+    """Sweep abandoned claims and refresh dlq_backlog every `interval_s`, until cancelled."""
+    while True:
+        with contextlib.suppress(StoreError):
+            swept = batch = await sweep_abandoned(pool)
+            while batch == SWEEP_BATCH:  # a backlog after a crash: keep going
+                batch = await sweep_abandoned(pool)
+                swept += batch
+            if swept:
+                log.warning("abandoned_claims_swept", count=swept)
+                if metrics is not None:
+                    metrics.dlq_total.inc(swept)
+            if metrics is not None:
+                metrics.dlq_backlog.set(await dlq_backlog(pool))
+        await asyncio.sleep(interval_s)

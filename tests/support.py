@@ -1,0 +1,275 @@
+"""Test helpers: agent subprocesses, the router on a loopback port, database URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import psycopg
+import uvicorn
+
+from router.app import create_app
+from router.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-key"
+ADMIN_KEY = "admin-key"
+DEFAULT_BEHAVIOUR = {
+    "latency_ms": 0.0,
+    "fail_rate": 0.0,
+    "fail_status": 503,
+    "status": None,
+    "retry_after": None,
+    "hang": False,
+    "fail_first": 0,
+}
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL with another database name."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_json(method: str, url: str, body: Any = None, timeout: float = 10) -> Any:
+    """A small synchronous JSON request (for controlling agents)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+@dataclass
+class AgentProcess:
+    """A real `router agents --port P` process."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/handle"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        http_json("POST", f"{self.base}/reset")
+        self.behave(**DEFAULT_BEHAVIOUR)
+
+    def behave(self, **changes: Any) -> None:
+        http_json("POST", f"{self.base}/behaviour", changes)
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = http_json("GET", f"{self.base}/stats")
+        return result
+
+    def requests(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = http_json("GET", f"{self.base}/requests")
+        return result
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_agent(name: str, port: int | None = None, *extra: str) -> AgentProcess:
+    """Start an agent process and wait until it listens."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.agents", "--port", str(port), "--name", name, *extra],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    agent = AgentProcess(name, port, proc)
+    wait_http(f"{agent.base}/health", proc)
+    return agent
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:
+    """Poll `url` until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+ROUTES_TEMPLATE = """
+[defaults]
+timeout_ms = 1000
+deadline_ms = 5000
+max_attempts = 3
+backoff_initial_ms = 1
+backoff_max_ms = 20
+concurrency = 64
+
+[agents.alpha]
+url = "{alpha}"
+
+[agents.beta]
+url = "{beta}"
+
+[agents.gamma]
+url = "{gamma}"
+
+[[rules]]
+kind = "solo"
+keywords = ["solo"]
+agents = ["alpha"]
+
+[[rules]]
+kind = "pair"
+keywords = ["pair"]
+agents = ["alpha", "beta"]
+
+[[rules]]
+kind = "race"
+keywords = ["race"]
+agents = ["alpha", "beta"]
+mode = "first_success"
+
+[[rules]]
+kind = "general"
+default = true
+agents = ["gamma"]
+"""
+
+
+def write_routes(path: Path, agents: Mapping[str, AgentProcess]) -> Path:
+    """The test routing table: solo → alpha, pair → alpha+beta, race → first of alpha/beta."""
+    path.write_text(ROUTES_TEMPLATE.format(**{name: a.url for name, a in agents.items()}))
+    return path
+
+
+@dataclass
+class RouterServer:
+    """The router app on a loopback port, with a client session and its database."""
+
+    base: str
+    session: aiohttp.ClientSession
+    database_url: str
+    settings: Settings
+
+    async def route(
+        self,
+        body: Any,
+        *,
+        key: str | None = API_KEY,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        """POST /route; (status, parsed JSON body, headers)."""
+        sent = dict(headers or {})
+        if key is not None:
+            sent["X-API-Key"] = key
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        sent.setdefault("Content-Type", "application/json")
+        async with self.session.post(f"{self.base}/route", data=data, headers=sent) as resp:
+            raw = await resp.read()
+            return resp.status, json.loads(raw) if raw else None, resp.headers
+
+    async def get(self, path: str, *, key: str | None = ADMIN_KEY) -> tuple[int, Any]:
+        """GET a path; (status, parsed JSON body or text)."""
+        headers = {"X-API-Key": key} if key else {}
+        async with self.session.get(f"{self.base}{path}", headers=headers) as resp:
+            raw = await resp.read()
+            try:
+                return resp.status, json.loads(raw)
+            except ValueError:
+                return resp.status, raw.decode()
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run SQL against the router's database (synchronously, for assertions)."""
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def test_settings(database_url: str, routes_file: Path, **overrides: Any) -> Settings:
+    """Settings for a test router: route key, admin key, fast sweeper."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "api_keys": frozenset({API_KEY}),
+        "admin_api_keys": frozenset({ADMIN_KEY}),
+        "routes_file": routes_file,
+        "db_pool_min": 1,
+        "db_pool_max": 8,
+        "sweep_interval_s": 0.2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def start_router(
+    database_url: str, routes_file: Path, **overrides: Any
+) -> AsyncIterator[RouterServer]:
+    """Serve create_app(settings) with uvicorn on a free loopback port in this event loop."""
+    settings = test_settings(database_url, routes_file, **overrides)
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the router stopped during start-up")
+        await asyncio.sleep(0.01)
+    session = aiohttp.ClientSession()
+    try:
+        yield RouterServer(f"http://127.0.0.1:{port}", session, database_url, settings)
+    finally:
+        await session.close()
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def router_env(database_url: str, routes_file: Path, **extra: str) -> dict[str, str]:
+    """Environment for a router subprocess."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        API_KEY=API_KEY,
+        ADMIN_API_KEY=ADMIN_KEY,
+        ROUTES_FILE=str(routes_file),
+        LOG_LEVEL="warning",
+    )
+    env.update(extra)
+    return env

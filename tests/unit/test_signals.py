@@ -1,0 +1,145 @@
+"""Parsing and validation of signals, and log_id derivation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from router.signals import MAX_DEPTH, InvalidSignal, derive_log_id, parse_signal
+
+
+def parse(body: Any) -> Any:
+    return parse_signal(orjson.dumps(body))
+
+
+def refused(raw: bytes) -> InvalidSignal:
+    with pytest.raises(InvalidSignal) as info:
+        parse_signal(raw)
+    return info.value
+
+
+def test_valid_signal_collects_strings_in_document_order() -> None:
+    """String values at any depth are collected for classification; keys are not."""
+    s = parse({"sender_id": "u", "payload": {"a": ["x", {"key": "y"}, 3], "b": "z"}})
+    assert s.strings == ["x", "y", "z"]
+    assert s.sender_id == "u" and s.metadata is None and s.timestamp is None
+
+
+def test_same_body_same_hash_regardless_of_key_order() -> None:
+    """Two bodies equal as JSON values hash the same; a different metadata does not."""
+    a = parse_signal(b'{"sender_id":"u","log_id":"x","payload":{"a":1,"b":2},"metadata":{"k":1}}')
+    b = parse_signal(
+        b'{ "payload":{"b":2, "a":1},"metadata":{"k":1},"log_id":"x", "sender_id":"u"}'
+    )
+    c = parse_signal(b'{"sender_id":"u","log_id":"x","payload":{"a":1,"b":2},"metadata":{"k":2}}')
+    assert a.body_hash == b.body_hash
+    assert a.body_hash != c.body_hash
+
+
+def test_derived_log_id_is_deterministic_with_timestamp() -> None:
+    """With a timestamp, the same sender, time and payload always give the same log_id."""
+    body = {"sender_id": "u", "timestamp": "2026-01-01T00:00:00Z", "payload": {"b": 1, "a": 2}}
+    first = parse(body).log_id
+    again = parse_signal(
+        b'{"payload":{"a":2,"b":1},"timestamp":"2026-01-01T00:00:00Z","sender_id":"u"}'
+    ).log_id
+    assert first == again
+    assert first != parse({**body, "sender_id": "v"}).log_id
+    assert first != parse({**body, "timestamp": "2026-01-01T00:00:01Z"}).log_id
+    assert first != parse({**body, "payload": {"a": 3}}).log_id
+
+
+def test_derived_log_id_without_timestamp_is_never_repeated() -> None:
+    """Without a timestamp the receive time stands in, so equal bodies get distinct log_ids."""
+    ids = {derive_log_id("u", None, {"a": 1}) for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) <= 200 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code", "field"),
+    [
+        (b"not json", 400, "invalid_json", None),
+        (b"", 400, "invalid_json", None),
+        (b"[1,2]", 422, "invalid_body", None),
+        (b'{"payload":{}}', 422, "missing_field", "sender_id"),
+        (b'{"sender_id":"u"}', 422, "missing_field", "payload"),
+        (b'{"sender_id":1,"payload":{}}', 422, "invalid_type", "sender_id"),
+        (b'{"sender_id":"","payload":{}}', 422, "invalid_length", "sender_id"),
+        (b'{"sender_id":"u","payload":[]}', 422, "invalid_type", "payload"),
+        (b'{"sender_id":"u","payload":{},"kind":"x"}', 422, "unknown_field", "kind"),
+        (b'{"sender_id":"u","payload":{},"metadata":3}', 422, "invalid_type", "metadata"),
+        (b'{"sender_id":"u","payload":{},"log_id":"a b"}', 422, "invalid_log_id", "log_id"),
+        (b'{"sender_id":"u","payload":{},"log_id":""}', 422, "invalid_log_id", "log_id"),
+        (b'{"sender_id":"u","payload":{},"log_id":7}', 422, "invalid_log_id", "log_id"),
+        (
+            b'{"sender_id":"u","payload":{},"timestamp":"yesterday"}',
+            422,
+            "invalid_timestamp",
+            "timestamp",
+        ),
+        (
+            b'{"sender_id":"u","payload":{},"timestamp":"2026-13-01T00:00:00Z"}',
+            422,
+            "invalid_timestamp",
+            "timestamp",
+        ),
+        (
+            b'{"sender_id":"u","payload":{},"timestamp":"2026-01-01T00:00:00"}',
+            422,
+            "invalid_timestamp",
+            "timestamp",
+        ),
+        (b'{"sender_id":"a\\u0000","payload":{}}', 422, "unstorable", "sender_id"),
+        (b'{"sender_id":"u","payload":{"a":["ok","b\\u0000"]}}', 422, "unstorable", "payload.a[1]"),
+        (b'{"sender_id":"u","payload":{"k\\u0000":1}}', 422, "unstorable", "payload"),
+        (
+            b'{"sender_id":"u","payload":{},"metadata":{"x":"\\u0000"}}',
+            422,
+            "unstorable",
+            "metadata.x",
+        ),
+        (b'{"sender_id":"u","payload":{"s":"\\ud800"}}', 400, "invalid_json", None),
+    ],
+)
+def test_bad_bodies_are_refused_with_the_field_named(
+    raw: bytes, status: int, code: str, field: str | None
+) -> None:
+    """Each malformed or unstorable body is refused with its status, code and field."""
+    err = refused(raw)
+    assert (err.status, err.code, err.field) == (status, code, field)
+    assert err.message
+
+
+def test_sender_id_length_limit() -> None:
+    """sender_id may be 200 characters, not 201."""
+    assert parse({"sender_id": "x" * 200, "payload": {}}).sender_id == "x" * 200
+    assert refused(orjson.dumps({"sender_id": "x" * 201, "payload": {}})).code == "invalid_length"
+
+
+def test_nesting_deeper_than_the_limit_is_refused() -> None:
+    """A payload nested past MAX_DEPTH is a 422, not a serializer crash later."""
+    ok = b'{"sender_id":"u","payload":' + b'{"a":' * (MAX_DEPTH - 1) + b"1" + b"}" * MAX_DEPTH
+    assert parse_signal(ok).sender_id == "u"
+    deep = b'{"sender_id":"u","payload":{"a":' + b"[" * 600 + b"]" * 600 + b"}}"
+    assert refused(deep).code == "too_deep"
+
+
+def test_valid_timestamps_are_accepted() -> None:
+    """RFC 3339 forms with Z, offsets and fractions are accepted."""
+    for ts in (
+        "2026-11-23T10:00:00Z",
+        "2026-11-23t10:00:00.123456+02:00",
+        "2026-11-23 10:00:00-05:30",
+    ):
+        assert parse({"sender_id": "u", "payload": {}, "timestamp": ts}).timestamp == ts
+
+
+def test_null_optional_fields_mean_absent() -> None:
+    """metadata, timestamp and log_id may be null, meaning not given."""
+    s = parse(
+        {"sender_id": "u", "payload": {}, "metadata": None, "timestamp": None, "log_id": None}
+    )
+    assert s.metadata is None and s.timestamp is None and s.log_id.startswith("sig-")
