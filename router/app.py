@@ -127,7 +127,12 @@ async def _start(runtime: Runtime) -> None:
     )
     runtime.tasks.append(
         asyncio.create_task(
-            run_maintenance(runtime.pool, runtime.metrics, interval_s=settings.sweep_interval_s),
+            run_maintenance(
+                runtime.pool,
+                runtime.metrics,
+                interval_s=settings.sweep_interval_s,
+                backlog_changed=runtime.writer.dead_letters_written,
+            ),
             name="maintenance",
         )
     )

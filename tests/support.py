@@ -273,3 +273,65 @@ def router_env(database_url: str, routes_file: Path, **extra: str) -> dict[str, 
     )
     env.update(extra)
     return env
+
+
+def socket_target(server_url: str) -> tuple[str, int] | str:
+    """Where the PostgreSQL of `server_url` listens: (host, port) or a unix socket path."""
+    parts = urlsplit(server_url)
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    port = parts.port or int(query.get("port", 5432))
+    host = query.get("host") or parts.hostname or "/var/run/postgresql"
+    if host.startswith("/"):
+        return f"{host}/.s.PGSQL.{port}"
+    return host, port
+
+
+class TcpProxy:
+    """A loopback TCP proxy to PostgreSQL that a test can cut and restore (a database outage)."""
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
+        self.port = free_port()
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def url(self, server_url: str, database: str) -> str:
+        user = urlsplit(server_url).username or "postgres"
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Stop listening and drop every open connection, as if the database went away."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if isinstance(self.target, str):
+                up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(
+            _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+        )
+        self._writers.difference_update((writer, up_writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.transport.abort()

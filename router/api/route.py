@@ -147,7 +147,6 @@ class RoutePath:
 
         if failed:
             self._metrics.dlq_total.inc()
-            self._metrics.dlq_backlog.inc()
         self._metrics.outcome[status].inc()
         self._metrics.latency_by_kind[rule.kind].observe(time.perf_counter() - started)
         fields["status"] = status
@@ -284,7 +283,7 @@ class RoutePath:
             raise _database_unavailable() from None
         if swept:
             self._metrics.dlq_total.inc(swept)
-            self._metrics.dlq_backlog.inc(swept)
+            self._writer.dead_letters_written.set()
         return rows.get(existing.log_id, existing)
 
 

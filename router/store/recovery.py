@@ -35,19 +35,38 @@ async def dlq_backlog(pool: AsyncConnectionPool) -> int:
 
 
 async def run_maintenance(
-    pool: AsyncConnectionPool, metrics: Metrics | None, *, interval_s: float
+    pool: AsyncConnectionPool,
+    metrics: Metrics | None,
+    *,
+    interval_s: float,
+    backlog_changed: asyncio.Event | None = None,
+    backlog_refresh_s: float = 1.0,
 ) -> None:
-    """Sweep abandoned claims and refresh dlq_backlog every `interval_s`, until cancelled."""
+    """Sweep abandoned claims every `interval_s`; refresh dlq_backlog then, and within
+    `backlog_refresh_s` of `backlog_changed` being set (one count, never one per request)."""
+    next_sweep = 0.0
+    loop = asyncio.get_running_loop()
     while True:
-        with contextlib.suppress(StoreError):
-            swept = batch = await sweep_abandoned(pool)
-            while batch == SWEEP_BATCH:  # a backlog after a crash: keep going
-                batch = await sweep_abandoned(pool)
-                swept += batch
-            if swept:
-                log.warning("abandoned_claims_swept", count=swept)
+        now = loop.time()
+        changed = backlog_changed is not None and backlog_changed.is_set()
+        if now >= next_sweep or changed:
+            if backlog_changed is not None:
+                backlog_changed.clear()
+            with contextlib.suppress(StoreError):
+                if now >= next_sweep:
+                    next_sweep = now + interval_s
+                    await _sweep_all(pool, metrics)
                 if metrics is not None:
-                    metrics.dlq_total.inc(swept)
-            if metrics is not None:
-                metrics.dlq_backlog.set(await dlq_backlog(pool))
-        await asyncio.sleep(interval_s)
+                    metrics.dlq_backlog.set(await dlq_backlog(pool))
+        await asyncio.sleep(min(backlog_refresh_s, max(0.0, next_sweep - loop.time())))
+
+
+async def _sweep_all(pool: AsyncConnectionPool, metrics: Metrics | None) -> None:
+    swept = batch = await sweep_abandoned(pool)
+    while batch == SWEEP_BATCH:  # a backlog after a crash: keep going
+        batch = await sweep_abandoned(pool)
+        swept += batch
+    if swept:
+        log.warning("abandoned_claims_swept", count=swept)
+        if metrics is not None:
+            metrics.dlq_total.inc(swept)

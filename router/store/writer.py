@@ -105,6 +105,8 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Set after a flush that wrote DLQ entries, so dlq_backlog is refreshed soon after.
+        self.dead_letters_written = asyncio.Event()
 
     def start(self) -> None:
         """Start the writer task on the running loop."""
@@ -169,8 +171,18 @@ class GroupCommitWriter:
             self._metrics.commit_latency.observe(time.perf_counter() - started)
 
     async def _flush(self, batch: list[_Item]) -> None:
-        claims = [i for i in batch if isinstance(i.work, Claim)]
-        outcomes = [i for i in batch if isinstance(i.work, Outcome)]
+        claims: list[_Item] = []
+        repeats: list[_Item] = []  # a log_id already claimed earlier in this batch: it lost
+        outcomes: list[_Item] = []
+        batch_ids: set[str] = set()
+        for item in batch:
+            if isinstance(item.work, Outcome):
+                outcomes.append(item)
+            elif item.work.log_id in batch_ids:
+                repeats.append(item)
+            else:
+                batch_ids.add(item.work.log_id)
+                claims.append(item)
         won: set[str] = set()
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             if not outcomes:
@@ -182,12 +194,15 @@ class GroupCommitWriter:
                 await _write_outcomes(conn, outcomes)
             if claim_cursor is not None:
                 won = {row[0] for row in await claim_cursor.fetchall()}
-        lost = [i for i in claims if i.work.log_id not in won]
+        if any(i.work.dead_letter is not None for i in outcomes if isinstance(i.work, Outcome)):
+            self.dead_letters_written.set()
+        lost = [i for i in claims if i.work.log_id not in won] + repeats
         existing = await fetch_existing(self._pool, [i.work.log_id for i in lost]) if lost else {}
+        lost_ids = {id(i) for i in lost}
         for item in batch:
             if item.future.done():  # the waiter gave up (timeout, client gone)
                 continue
-            if isinstance(item.work, Claim) and item.work.log_id not in won:
+            if id(item) in lost_ids:
                 item.future.set_result(existing.get(item.work.log_id))
             else:
                 item.future.set_result(None)
