@@ -162,3 +162,46 @@ def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+
+
+async def test_idempotency_holds_across_router_processes(
+    database_url: str, routes_file: Path, fresh_agents: dict[str, AgentProcess]
+) -> None:
+    """Two router processes on one database, 40 concurrent posts of each of 5 log_ids split
+    between them: each log_id reaches the agent exactly once."""
+    fresh_agents["alpha"].behave(latency_ms=30)
+    env = router_env(database_url, routes_file)
+    procs: list[subprocess.Popen[bytes]] = []
+    bases: list[str] = []
+    try:
+        for _ in range(2):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "router", "serve", "--port", str(port)],
+                    cwd=ROOT,
+                    env=env,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+        for base, proc in zip(bases, procs, strict=True):
+            await asyncio.to_thread(wait_http, f"{base}/health/ready", proc)
+
+        async def post(session: aiohttp.ClientSession, base: str, log_id: str) -> int:
+            body = signal_body("solo", log_id=log_id)
+            async with session.post(
+                f"{base}/route", json=body, headers={"X-API-Key": API_KEY}
+            ) as resp:
+                return resp.status
+
+        async with aiohttp.ClientSession() as session:
+            statuses = await asyncio.gather(
+                *(post(session, bases[i % 2], f"multi-{i % 5}") for i in range(200))
+            )
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=20)
+    assert set(statuses) <= {200, 409}
+    assert fresh_agents["alpha"].stats()["keys"] == {f"multi-{i}": 1 for i in range(5)}
