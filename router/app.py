@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.responses import Response
 
 from router import openapi
-from router.api import health
+from router.api import dlq, health, logs
 from router.api.errors import install_error_handlers
 from router.api.route import RoutePath
 from router.dispatch import Dispatcher, create_client_session
@@ -39,6 +39,7 @@ class Runtime:
     pool: AsyncConnectionPool | None = None
     session: aiohttp.ClientSession | None = None
     writer: GroupCommitWriter | None = None
+    dispatcher: Dispatcher | None = None
     route_path: RoutePath | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -86,6 +87,8 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
         response_model=None,
     )
     app.include_router(health.router)
+    app.include_router(logs.router)
+    app.include_router(dlq.router)
 
     async def metrics_endpoint() -> Response:
         body, content_type = runtime.metrics.render()
@@ -113,7 +116,7 @@ async def _start(runtime: Runtime) -> None:
     runtime.session = create_client_session()
     runtime.writer = GroupCommitWriter(runtime.pool, metrics=runtime.metrics)
     runtime.writer.start()
-    dispatcher = Dispatcher(
+    dispatcher = runtime.dispatcher = Dispatcher(
         runtime.session, runtime.table.agents.values(), observer=runtime.metrics
     )
     runtime.route_path = RoutePath(

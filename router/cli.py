@@ -20,6 +20,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from router.agents import agents_main
 
         return agents_main(args[1:])
+    if args and args[0] == "replay-dlq":
+        from router.replay_cli import replay_main
+
+        return replay_main(args[1:])
 
     parser = argparse.ArgumentParser(prog="router", description="The signal router.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-routes", help="validate a routing table file")
     check.add_argument("file")
     sub.add_parser("agents", help="demo / load-test agents with fault injection")
+    sub.add_parser(
+        "replay-dlq", help="replay pending DLQ entries, oldest first; prints a JSON summary"
+    )
     ns = parser.parse_args(args)
 
     if ns.command == "check-routes":
@@ -84,11 +91,13 @@ def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool)
     # Resolve the embedded server once here so every worker (and reloaded child)
     # inherits one DATABASE_URL instead of racing to start it.
     os.environ["DATABASE_URL"] = _database_url(settings)
-    if workers > 1:
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if workers > 1 or given:
+        # Several workers sum their metrics through files; a directory the operator gave is
+        # prepared even for one worker, or files from an earlier run would be summed in.
         from router.metrics import prepare_multiprocess_dir
 
-        base = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="router-prom-")
-        prepare_multiprocess_dir(Path(base))
+        prepare_multiprocess_dir(Path(given or tempfile.mkdtemp(prefix="router-prom-")))
 
     import uvicorn
 

@@ -36,7 +36,8 @@ WHERE s.log_id = u.log_id
 
 -- name: dead_letter_signals
 -- One DLQ entry per signal with a failed agent. A conflict means the sweeper took the
--- claim for abandoned meanwhile; the outcome we now hold is the better record.
+-- claim for abandoned meanwhile; its entry (every routed agent) stays: DO NOTHING never
+-- waits on a row lock, so a replayer holding that entry cannot stall the group commit.
 INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
                  last_error, attempts)
 SELECT u.log_id, u.sender_id, u.kind, u.agents::jsonb, u.mode, u.payload::jsonb,
@@ -46,16 +47,18 @@ FROM unnest(%(log_id)s::text[], %(sender_id)s::text[], %(kind)s::text[], %(agent
             %(trace_id)s::text[], %(last_error)s::text[], %(attempts)s::int[])
      AS u(log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
           last_error, attempts)
-ON CONFLICT (log_id) DO UPDATE
-SET agents = EXCLUDED.agents, last_error = EXCLUDED.last_error, attempts = EXCLUDED.attempts,
-    status = 'pending', last_attempt_at = now()
-WHERE dlq.status = 'pending'
+ON CONFLICT (log_id) DO NOTHING
 RETURNING id
 
 -- name: resolve_interrupted
--- A signal delivered after the sweeper gave its claim up: its DLQ entry has nothing left to do.
+-- A signal delivered after the sweeper gave its claim up: its DLQ entry has nothing left to
+-- do. SKIP LOCKED: an entry a replayer holds is left to that replay rather than waited for.
 UPDATE dlq SET status = 'resolved', last_attempt_at = now()
-WHERE log_id = ANY(%(log_ids)s::text[]) AND status = 'pending'
+WHERE id IN (
+    SELECT id FROM dlq
+    WHERE log_id = ANY(%(log_ids)s::text[]) AND status = 'pending'
+    FOR UPDATE SKIP LOCKED
+)
 
 -- name: sweep_abandoned
 -- Claims whose router died before their outcome was recorded go to the DLQ as interrupted,

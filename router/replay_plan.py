@@ -1,0 +1,118 @@
+"""What one replay of a DLQ entry changes: pure functions from outcomes to row updates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from router.dispatch import AgentOutcome
+from router.store.dlq import DlqEntry, EntryUpdate, SignalRow, SignalUpdate
+
+MAX_LAST_ERROR = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The result of re-dispatching one entry; `error` when it could not be dispatched."""
+
+    outcomes: Sequence[AgentOutcome] = ()
+    error: str | None = None
+    park: bool = False  # the entry cannot succeed until an operator acts (agent not in table)
+
+    @property
+    def attempts(self) -> int:
+        """HTTP attempts made, retries included."""
+        return sum(o.attempts for o in self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The updates one replay makes: the entry, and the signal's log row when it had one."""
+
+    entry: EntryUpdate
+    signal: SignalUpdate | None = field(default=None)
+
+
+def is_resolved(entry: DlqEntry, attempt: Attempt) -> bool:
+    """first_success: one agent succeeded; all: every agent still listed succeeded."""
+    if attempt.error is not None:
+        return False
+    if not entry.agents:
+        return True  # nothing was left to deliver
+    if entry.mode == "first_success":
+        return any(o.ok for o in attempt.outcomes)
+    return all(o.ok for o in attempt.outcomes)
+
+
+def plan(entry: DlqEntry, attempt: Attempt, signal: SignalRow | None, *, max_replays: int) -> Plan:
+    """The entry resolved, or its failure counted (and parked after `max_replays`)."""
+    attempts = entry.attempts + attempt.attempts
+    if is_resolved(entry, attempt):
+        # The agents stay listed: they say, for the audit, what this replay delivered.
+        update = EntryUpdate(
+            entry.id, "resolved", entry.agents, entry.last_error, attempts, entry.replay_count
+        )
+    else:
+        replays = entry.replay_count + 1
+        parked = attempt.park or entry.status == "parked" or replays >= max_replays
+        update = EntryUpdate(
+            entry.id,
+            "parked" if parked else "pending",
+            _still_failing(entry, attempt),
+            _describe_failure(attempt),
+            attempts,
+            replays,
+        )
+    return Plan(update, _signal_update(entry, attempt, signal, update))
+
+
+def merge_outcomes(
+    stored: Sequence[Any] | None, fresh: Sequence[AgentOutcome]
+) -> list[dict[str, Any]]:
+    """The stored outcome list with each replayed agent's entry replaced (or appended)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for item in stored or ():
+        if isinstance(item, dict) and isinstance(item.get("agent"), str):
+            merged[item["agent"]] = item
+    for outcome in fresh:
+        merged[outcome.agent] = outcome.as_dict()
+    return list(merged.values())
+
+
+def _still_failing(entry: DlqEntry, attempt: Attempt) -> list[str]:
+    if attempt.error is not None or entry.mode == "first_success":
+        return list(entry.agents)
+    # all: the agents this replay delivered to are done; the next replay retries the rest.
+    return [o.agent for o in attempt.outcomes if not o.ok]
+
+
+def _describe_failure(attempt: Attempt) -> str:
+    text = attempt.error or "; ".join(f"{o.agent}: {o.error}" for o in attempt.outcomes if not o.ok)
+    text = text or "replay failed"
+    return text if len(text) <= MAX_LAST_ERROR else text[: MAX_LAST_ERROR - 1] + "…"
+
+
+def _signal_update(
+    entry: DlqEntry, attempt: Attempt, signal: SignalRow | None, update: EntryUpdate
+) -> SignalUpdate | None:
+    if signal is None or not attempt.outcomes:
+        return None
+    merged = merge_outcomes(signal.response, attempt.outcomes)
+    if update.status == "resolved":
+        status = "delivered"
+    elif entry.mode == "all" and any(item.get("ok") is True for item in merged):
+        status = "partial"
+    else:
+        status = signal.status
+    return SignalUpdate(entry.log_id, status, _dumps(merged), attempt.attempts)
+
+
+def _dumps(outcomes: list[dict[str, Any]]) -> str:
+    """JSON text; an agent reply too deep to serialize is dropped, not fatal."""
+    try:
+        return orjson.dumps(outcomes).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps([{**item, "response": None} for item in outcomes]).decode()

@@ -1,0 +1,347 @@
+"""The dead-letter queue table: pages and entries for the API, claims and settlements for replay."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from router.store.errors import wrap_database_errors
+from router.store.jsonb import use_orjson
+from router.store.queries import query
+
+STATUSES = ("pending", "resolved", "parked", "discarded")
+
+
+class EntryBusy(Exception):
+    """A replayer holds this entry right now; try again once its replay has finished."""
+
+
+@dataclass(slots=True)
+class DlqEntry:
+    """One DLQ row."""
+
+    id: int
+    log_id: str
+    sender_id: str
+    kind: str
+    agents: list[str]
+    mode: str
+    payload: Any
+    metadata: Any
+    event_time: str | None
+    trace_id: str
+    last_error: str | None
+    attempts: int
+    replay_count: int
+    status: str
+    created_at: datetime
+    last_attempt_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as the API shows it (datetimes left to the JSON encoder)."""
+        return {
+            "id": self.id,
+            "log_id": self.log_id,
+            "sender_id": self.sender_id,
+            "kind": self.kind,
+            "agents": self.agents,
+            "mode": self.mode,
+            "payload": self.payload,
+            "metadata": self.metadata,
+            "event_time": self.event_time,
+            "trace_id": self.trace_id,
+            "last_error": self.last_error,
+            "attempts": self.attempts,
+            "replay_count": self.replay_count,
+            "status": self.status,
+            "created_at": self.created_at,
+            "last_attempt_at": self.last_attempt_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DlqFilter:
+    """GET /dlq and bulk-replay filters; None means "any"."""
+
+    status: str | None = None
+    agent: str | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRow:
+    """What a replay needs of the signal's log row to update it."""
+
+    log_id: str
+    status: str
+    response: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryUpdate:
+    """An entry after one replay: absolute values, the row being locked by its claim."""
+
+    id: int
+    status: str
+    agents: list[str]
+    last_error: str | None
+    attempts: int
+    replay_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalUpdate:
+    """A log row after one replay: its status, merged outcomes, and the attempts made."""
+
+    log_id: str
+    status: str
+    response: str
+    attempts: int
+
+
+class ClaimedBatch:
+    """Entries locked by this transaction until `settle` commits (or the block exits)."""
+
+    def __init__(
+        self, conn: AsyncConnection, entries: list[DlqEntry], signals: dict[str, SignalRow]
+    ) -> None:
+        self._conn = conn
+        self.entries = entries
+        self.signals = signals
+
+    async def settle(self, entries: Sequence[EntryUpdate], signals: Sequence[SignalUpdate]) -> None:
+        """Write the outcomes; they commit when the claim's block exits."""
+        with wrap_database_errors():
+            if entries:
+                await self._conn.execute(
+                    query("dlq_settle"),
+                    {
+                        "id": [u.id for u in entries],
+                        "status": [u.status for u in entries],
+                        "agents": [orjson.dumps(u.agents).decode() for u in entries],
+                        "last_error": [u.last_error for u in entries],
+                        "attempts": [u.attempts for u in entries],
+                        "replay_count": [u.replay_count for u in entries],
+                    },
+                )
+            if signals:
+                await self._conn.execute(
+                    query("dlq_settle_signals"),
+                    {
+                        "log_id": [u.log_id for u in signals],
+                        "status": [u.status for u in signals],
+                        "response": [u.response for u in signals],
+                        "attempts": [u.attempts for u in signals],
+                    },
+                )
+
+
+def list_query(
+    filters: DlqFilter, *, limit: int, before_id: int | None
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """GET /dlq's SQL, joined from fixed fragments, and its parameters."""
+    where = _filter_fragments(filters)
+    if before_id is not None:
+        where.append(sql.SQL(query("dlq_where_before_id")))
+    params = _filter_params(filters) | {"before_id": before_id, "limit": limit}
+    return _select(where, query("dlq_order_newest")), params
+
+
+def claim_query(
+    filters: DlqFilter | None, *, by_ids: bool, lock: bool, after: bool = False
+) -> sql.Composed:
+    """The claim: oldest first over dlq_pending_oldest, locked rows skipped (SKIP LOCKED)."""
+    if by_ids:
+        where = [sql.SQL(query("dlq_where_replayable_ids"))]
+    else:
+        where = [sql.SQL(query("dlq_where_claimable")), *_filter_fragments(filters or DlqFilter())]
+        if after:
+            where.append(sql.SQL(query("dlq_where_after_position")))
+    statement = _select(where, query("dlq_order_oldest"))
+    if lock:
+        statement = sql.SQL("\n").join([statement, sql.SQL(query("dlq_skip_locked"))])
+    return statement
+
+
+async def fetch_page(
+    pool: AsyncConnectionPool, filters: DlqFilter, *, limit: int, before_id: int | None
+) -> list[DlqEntry]:
+    """Up to `limit` entries newest first (id DESC), below `before_id` when given."""
+    statement, params = list_query(filters, limit=limit, before_id=before_id)
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            return await _entries(conn, statement, params)
+
+
+async def fetch_one(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
+    """The entry `entry_id`, or None."""
+    statement = _select([sql.SQL(query("dlq_where_id"))], None)
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            rows = await _entries(conn, statement, {"id": entry_id})
+    return rows[0] if rows else None
+
+
+async def discard(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
+    """Mark a pending or parked entry discarded; the entry as it now is, None when absent.
+
+    A resolved entry is returned unchanged. Raises EntryBusy while a replayer holds it:
+    waiting for its dispatch to end could take the whole signal deadline.
+    """
+    statement = _select([sql.SQL(query("dlq_where_id"))], None)
+    statement = sql.SQL("\n").join([statement, sql.SQL(query("dlq_lock_nowait"))])
+    with wrap_database_errors():
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                rows = await _entries(conn, statement, {"id": entry_id})
+                if not rows:
+                    return None
+                entry = rows[0]
+                if entry.status in ("pending", "parked"):
+                    await conn.execute(query("dlq_discard"), {"id": entry_id})
+                    entry.status = "discarded"
+                return entry
+        except psycopg.errors.LockNotAvailable:
+            raise EntryBusy(EntryBusy.__doc__) from None
+
+
+async def round_clock(pool: AsyncConnectionPool) -> datetime:
+    """The database's current time: the start of a replay round."""
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            cur = await conn.execute(query("dlq_round_clock"))
+            row = await cur.fetchone()
+    assert row is not None
+    started: datetime = row[0]
+    return started
+
+
+async def list_claimable(
+    pool: AsyncConnectionPool, filters: DlqFilter, *, round_started: datetime, limit: int
+) -> list[DlqEntry]:
+    """What a bulk round would claim now, without claiming it (dry run)."""
+    statement = claim_query(filters, by_ids=False, lock=False)
+    params = _filter_params(filters) | {"round_started": round_started, "limit": limit}
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            return await _entries(conn, statement, params)
+
+
+async def fetch_replayable(pool: AsyncConnectionPool, ids: Sequence[int]) -> list[DlqEntry]:
+    """The entries among `ids` a replay by id would dispatch, oldest first (dry run)."""
+    statement = claim_query(None, by_ids=True, lock=False)
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            return await _entries(conn, statement, {"ids": list(ids), "limit": len(ids)})
+
+
+async def statuses(pool: AsyncConnectionPool, ids: Sequence[int]) -> dict[int, str]:
+    """The status of each of `ids` that exists."""
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            cur = await conn.execute(query("dlq_statuses"), {"ids": list(ids)})
+            return {int(r[0]): str(r[1]) for r in await cur.fetchall()}
+
+
+@contextlib.asynccontextmanager
+async def claim_pending(
+    pool: AsyncConnectionPool,
+    filters: DlqFilter,
+    *,
+    round_started: datetime,
+    limit: int,
+    hold_s: float,
+    after: tuple[datetime, int] | None = None,
+) -> AsyncIterator[ClaimedBatch]:
+    """Lock up to `limit` pending entries of this round, oldest first (past `after`, the
+    (created_at, id) where its previous claims ended), for the block's length."""
+    params = _filter_params(filters) | {"round_started": round_started, "limit": limit}
+    if after is not None:
+        params |= {"after_created_at": after[0], "after_id": after[1]}
+    statement = claim_query(filters, by_ids=False, lock=True, after=after is not None)
+    async with _claim(pool, statement, params, hold_s) as b:
+        yield b
+
+
+@contextlib.asynccontextmanager
+async def claim_ids(
+    pool: AsyncConnectionPool, ids: Sequence[int], *, hold_s: float
+) -> AsyncIterator[ClaimedBatch]:
+    """Lock the pending or parked entries among `ids` that no other replayer holds."""
+    params = {"ids": list(ids), "limit": len(ids)}
+    async with _claim(pool, claim_query(None, by_ids=True, lock=True), params, hold_s) as b:
+        yield b
+
+
+@contextlib.asynccontextmanager
+async def _claim(
+    pool: AsyncConnectionPool, statement: sql.Composed, params: dict[str, Any], hold_s: float
+) -> AsyncIterator[ClaimedBatch]:
+    with wrap_database_errors():
+        async with pool.connection() as conn, conn.transaction():
+            # The batch stays locked while it is dispatched; a replayer that hangs instead
+            # of dying must not hold its entries forever.
+            await conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                (f"{int(hold_s * 1000)}ms",),
+            )
+            entries = await _entries(conn, statement, params)
+            signals: dict[str, SignalRow] = {}
+            if entries:
+                async with conn.cursor() as cur:
+                    use_orjson(cur)
+                    await cur.execute(
+                        query("dlq_signal_rows"), {"log_ids": [e.log_id for e in entries]}
+                    )
+                    signals = {r[0]: SignalRow(r[0], r[1], r[2]) for r in await cur.fetchall()}
+            yield ClaimedBatch(conn, entries, signals)
+
+
+def _filter_fragments(filters: DlqFilter) -> list[sql.SQL]:
+    where: list[sql.SQL] = []
+    if filters.status is not None:
+        where.append(sql.SQL(query("dlq_where_status")))
+    if filters.agent is not None:
+        where.append(sql.SQL(query("dlq_where_agent")))
+    if filters.kind is not None:
+        where.append(sql.SQL(query("dlq_where_kind")))
+    return where
+
+
+def _filter_params(filters: DlqFilter) -> dict[str, Any]:
+    agent = None if filters.agent is None else orjson.dumps([filters.agent]).decode()
+    return {"status": filters.status, "agent": agent, "kind": filters.kind}
+
+
+def _select(where: list[sql.SQL], tail: LiteralString | None) -> sql.Composed:
+    parts: list[sql.Composable] = [sql.SQL(query("dlq_select"))]
+    if where:
+        parts += [sql.SQL("WHERE"), sql.SQL(" AND ").join(where)]
+    if tail is not None:
+        parts.append(sql.SQL(tail))
+    return sql.SQL("\n").join(parts)
+
+
+async def _entries(
+    conn: AsyncConnection, statement: sql.Composed, params: dict[str, Any]
+) -> list[DlqEntry]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        use_orjson(cur)
+        await cur.execute(statement, params)
+        rows = await cur.fetchall()
+    entries = []
+    for row in rows:
+        row["created_at"] = row["created_at"].astimezone(UTC)
+        if row["last_attempt_at"] is not None:
+            row["last_attempt_at"] = row["last_attempt_at"].astimezone(UTC)
+        entries.append(DlqEntry(**row))
+    return entries

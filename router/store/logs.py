@@ -1,0 +1,102 @@
+"""Reading the signal log: one row by log_id, or a keyset page of rows newest first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from router.store.errors import wrap_database_errors
+from router.store.jsonb import use_orjson
+from router.store.queries import query
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """GET /logs filters; None means "any"."""
+
+    sender_id: str | None = None
+    kind: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def page_query(
+    filters: LogFilter, *, limit: int, after: tuple[datetime, str] | None
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The page's SQL, joined from fixed fragments, and its parameters."""
+    params: dict[str, Any] = {"limit": limit}
+    where: list[sql.SQL] = []
+    for name, value in (
+        ("sender", filters.sender_id),
+        ("kind", filters.kind),
+        ("status", filters.status),
+        ("since", filters.since),
+        ("until", filters.until),
+    ):
+        if value is not None:
+            where.append(sql.SQL(query(f"logs_where_{name}")))
+    params.update(
+        sender_id=filters.sender_id,
+        kind=filters.kind,
+        status=filters.status,
+        since=filters.since,
+        until=filters.until,
+    )
+    if after is not None:
+        where.append(sql.SQL(query("logs_where_after_cursor")))
+        params.update(cursor_created_at=after[0], cursor_log_id=after[1])
+    return _select(where, query("logs_order_newest")), params
+
+
+async def fetch_page(
+    pool: AsyncConnectionPool,
+    filters: LogFilter,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None,
+) -> list[Row]:
+    """Up to `limit` rows newest first, after the cursor position when one is given."""
+    statement, params = page_query(filters, limit=limit, after=after)
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            return await _rows(conn, statement, params)
+
+
+async def fetch_one(pool: AsyncConnectionPool, log_id: str) -> Row | None:
+    """The row of `log_id`, or None."""
+    statement = _select([sql.SQL(query("logs_where_log_id"))], None)
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            rows = await _rows(conn, statement, {"log_id": log_id})
+    return rows[0] if rows else None
+
+
+def _select(where: list[sql.SQL], tail: LiteralString | None) -> sql.Composed:
+    parts: list[sql.Composable] = [sql.SQL(query("logs_select"))]
+    if where:
+        parts += [sql.SQL("WHERE"), sql.SQL(" AND ").join(where)]
+    if tail is not None:
+        parts.append(sql.SQL(tail))
+    return sql.SQL("\n").join(parts)
+
+
+async def _rows(
+    conn: AsyncConnection, statement: sql.Composed, params: dict[str, Any]
+) -> list[Row]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        use_orjson(cur)
+        await cur.execute(statement, params)
+        rows = await cur.fetchall()
+    for row in rows:
+        # The session's time zone is the server's; the API speaks UTC.
+        row["created_at"] = row["created_at"].astimezone(UTC)
+        row["updated_at"] = row["updated_at"].astimezone(UTC)
+    return rows
