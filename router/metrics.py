@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from prometheus_client import (
@@ -41,6 +41,10 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 OUTCOMES = ("delivered", "partial", "dead_lettered", "duplicate", "rejected")
 ATTEMPT_OUTCOMES = ("ok", "http_4xx", "http_5xx", "http_429", "timeout", "connection_error")
+# Every status POST /route answers with, so each series exists (at zero) from the start.
+ROUTE_CODES = (200, 202, 400, 401, 409, 413, 422, 503)
+# Files of gauges whose value belongs to one live process: `gauge_livesum_1234.db`.
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 
 def multiprocess_enabled() -> bool:
@@ -49,10 +53,11 @@ def multiprocess_enabled() -> bool:
 
 
 def prepare_multiprocess_dir(path: Path) -> None:
-    """Empty the directory before workers start: stale files from a dead run would be summed in."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    """Remove a previous run's metric files before workers start: they would be summed in."""
+    # Only our *.db files go: the directory is the operator's (it may be /tmp or a volume).
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
     os.environ[MULTIPROC_ENV] = str(path)
 
 
@@ -60,6 +65,32 @@ def mark_worker_dead(pid: int) -> None:
     """Drop a dead worker's live gauges (multiprocess mode only)."""
     if multiprocess_enabled():
         prom_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def reap_dead_workers(path: Path) -> list[int]:
+    """Drop the live gauges of workers that no longer run; return their pids.
+
+    uvicorn restarts a crashed worker without telling us, and its in-flight and pool
+    gauges would otherwise be summed in for the rest of the run.
+    """
+    dead: set[int] = set()
+    for file in path.glob("gauge_live*_*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(file.name)
+        if match is not None and not _alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        prom_multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 class Metrics:
@@ -91,6 +122,8 @@ class Metrics:
             "retry_attempts", "Agent attempts after the first.", ["agent"], registry=r
         )
         self.dlq_total = Counter("dlq", "Signals written to the dead-letter queue.", registry=r)
+        # Set (never incremented: mostrecent refuses inc) from the database by every worker's
+        # maintenance task; the newest reading wins across workers.
         self.dlq_backlog = Gauge(
             "dlq_backlog",
             "Pending dead-letter entries.",
@@ -101,6 +134,14 @@ class Metrics:
             "signal_outcomes",
             "Answered signals by outcome.",
             ["outcome"],
+            registry=r,
+        )
+        # The availability SLI (non-5xx answers) needs the status, which outcomes do not carry:
+        # `rejected` mixes a client's 401 with the router's own 503.
+        self.route_responses = Counter(
+            "route_responses",
+            "POST /route answers by HTTP status code.",
+            ["code"],
             registry=r,
         )
         self.agent_latency = Histogram(
@@ -155,9 +196,24 @@ class Metrics:
         self.retries_by_agent = {a: self.retry_attempts.labels(a) for a in self.agents}
         self.inflight_by_agent = {a: self.agent_inflight.labels(a) for a in self.agents}
         self.outcome = {o: self.signal_outcomes.labels(o) for o in OUTCOMES}
+        self.responses_by_code = {c: self.route_responses.labels(str(c)) for c in ROUTE_CODES}
         self.attempt_latency = {
             (a, o): self.agent_latency.labels(a, o) for a in self.agents for o in ATTEMPT_OUTCOMES
         }
+
+    def responded(self, status_code: int) -> None:
+        """Count one POST /route answer by its HTTP status."""
+        child = self.responses_by_code.get(status_code)
+        if child is None:
+            child = self.route_responses.labels(str(status_code))
+        child.inc()
+
+    def observe_pool(self, stats: Mapping[str, int]) -> None:
+        """Copy a psycopg pool's `get_stats()` into the pool gauges."""
+        size = stats.get("pool_size", 0)
+        self.pool_size.set(size)
+        self.pool_in_use.set(size - stats.get("pool_available", 0))
+        self.pool_waiting.set(stats.get("requests_waiting", 0))
 
     # DispatchObserver: the dispatcher reports each attempt through these.
     def attempt_finished(self, agent: str, outcome: str, seconds: float) -> None:
@@ -187,6 +243,7 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The scrape body and its content type; summed over workers in multiprocess mode."""
         if multiprocess_enabled():
+            reap_dead_workers(Path(os.environ[MULTIPROC_ENV]))
             registry = CollectorRegistry()
             prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -81,6 +81,7 @@ class RoutePath:
             fields["status"] = "rejected"
             fields["error"] = exc.code
             response = api_error_response(exc)
+        self._metrics.responded(response.status_code)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info("signal", http_status=response.status_code, latency_ms=latency_ms, **fields)
         return response

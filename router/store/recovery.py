@@ -58,6 +58,8 @@ async def run_maintenance(
                     await _sweep_all(pool, metrics)
                 if metrics is not None:
                     metrics.dlq_backlog.set(await dlq_backlog(pool))
+        if metrics is not None:
+            metrics.observe_pool(pool.get_stats())
         await asyncio.sleep(min(backlog_refresh_s, max(0.0, next_sweep - loop.time())))
 
 
