@@ -10,7 +10,7 @@ USERS ?= 32
 HOST ?= http://127.0.0.1:8000
 DEV_API_KEY ?= dev-key
 
-.PHONY: dev test lint typecheck pytest migrate load replay-dlq bench bench-gate agents clean
+.PHONY: dev test lint typecheck ops-check pytest migrate load load-faults replay-dlq bench bench-gate agents clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -27,12 +27,16 @@ dev: $(STAMP)
 	API_KEY=$${API_KEY:-$(DEV_API_KEY)} LOG_FORMAT=$${LOG_FORMAT:-console} \
 	  $(BIN)/router serve --host 127.0.0.1 --port 8000 --reload
 
-## test: lint, types, the whole suite, then the quick benchmark gate.
-test: $(STAMP) lint typecheck pytest
+## test: lint, types, the ops checks, the whole suite, then the quick performance gate.
+test: $(STAMP) lint typecheck ops-check pytest bench-gate
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check router tests migrations
-	$(BIN)/ruff check router tests migrations
+	$(BIN)/ruff format --check router tests migrations benches loadtest
+	$(BIN)/ruff check router tests migrations benches loadtest
+
+## ops-check: promtool on the Prometheus config and rules, compose file validation.
+ops-check:
+	ops/check.sh
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -43,8 +47,32 @@ pytest: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/router migrate
 
+## replay-dlq: replay the oldest pending DLQ entries (router replay-dlq); a JSON summary line.
+replay-dlq: $(STAMP)
+	$(BIN)/router replay-dlq
+
 agents: $(STAMP)
 	$(BIN)/router agents
 
 clean:
 	rm -rf $(VENV) .router .pytest_cache .mypy_cache .ruff_cache
+
+## load: headless Locust run of N signals from USERS clients against HOST (make dev's router).
+load: $(STAMP)
+	API_KEY=$${API_KEY:-$(DEV_API_KEY)} $(BIN)/locust -f loadtest/locustfile.py --headless \
+	  --users $(USERS) --spawn-rate $(USERS) --host $(HOST) --signals $(N) \
+	  --only-summary --loglevel WARNING
+
+## load-faults: the same mix against a stack of its own whose agents fail 30 % of attempts.
+load-faults: $(STAMP)
+	$(BIN)/python -m loadtest.faults --signals $(N) --users $(USERS)
+
+## bench: micro benches, the full end-to-end gate and its self-test; figures in .router/bench.json.
+bench: $(STAMP)
+	@mkdir -p .router
+	$(BIN)/pytest benches -q -s --benchmark-enable --benchmark-json .router/bench.json \
+	  --benchmark-columns min,median,mean,stddev,rounds
+
+## bench-gate: the quick end-to-end gate (well under 2 minutes); exit 1 on FAIL.
+bench-gate: $(STAMP)
+	$(BIN)/python -m benches.gate

@@ -150,8 +150,11 @@ class Rule:
     _phrases: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
     _phrase_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _pattern_res: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    # Built once: the claim of every signal records them.
+    agent_names: list[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "agent_names", [a.name for a in self.agents])
         words, phrases, phrase_re = _compile_keywords(self.keywords)
         object.__setattr__(self, "_words", words)
         object.__setattr__(self, "_phrases", phrases)

@@ -11,10 +11,9 @@ from typing import Any
 import orjson
 import structlog
 from psycopg_pool import AsyncConnectionPool
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from router.api.errors import JSON, ApiError, api_error_response
+from router.api.errors import ApiError
 from router.dispatch import AgentOutcome, Dispatcher, new_traceparent
 from router.metrics import Metrics
 from router.routing import RoutingTable, Rule
@@ -23,7 +22,6 @@ from router.store.errors import DatabaseUnavailable, RejectedByDatabase, StoreEr
 from router.store.recovery import sweep_abandoned
 from router.store.writer import (
     Claim,
-    DeadLetter,
     ExistingSignal,
     GroupCommitWriter,
     Outcome,
@@ -41,8 +39,12 @@ OUTCOME_TIMEOUT_S = 10.0
 CLAIM_GRACE_S = 1.0
 MAX_LAST_ERROR = 1000
 RETRY_AFTER = {"Retry-After": "1"}
-REPLAYED = {"Idempotent-Replayed": "true"}
 HTTP_FOR_STATUS = {"delivered": 200, "partial": 200, "dead_lettered": 202, "interrupted": 202}
+_CONTENT_TYPE = (b"content-type", b"application/json")
+_REPLAYED = (b"idempotent-replayed", b"true")
+
+# (status, body, extra headers) of one answer.
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
 class RoutePath:
@@ -70,31 +72,55 @@ class RoutePath:
         self._max_in_flight = max_in_flight
         self._in_flight = 0
 
-    async def handle(self, request: Request) -> Response:
-        """Answer one POST /route; never raises."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one POST /route at the ASGI level; never raises.
+
+        Plain ASGI rather than a FastAPI route: the framework's request, dependency and
+        response objects cost more per signal than the rest of the router's own work.
+        """
         started = time.perf_counter()
         fields: dict[str, Any] = {}
         try:
-            response = await self._route(request, started, fields)
+            status, body, headers = await self._route(scope, receive, started, fields)
         except ApiError as exc:
             self._metrics.outcome["rejected"].inc()
             fields["status"] = "rejected"
             fields["error"] = exc.code
-            response = api_error_response(exc)
-        self._metrics.responded(response.status_code)
+            status, body, headers = _error_answer(exc)
+        except Exception:  # a bug: logged with its traceback, answered in the contract's shape
+            log.exception("route_failed", **fields)
+            status, body, headers = _error_answer(
+                ApiError(500, "internal_error", "the router failed to handle this signal")
+            )
+        headers.append(_CONTENT_TYPE)
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self._metrics.responded(status)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        log.info("signal", http_status=response.status_code, latency_ms=latency_ms, **fields)
-        return response
+        log.info("signal", http_status=status, latency_ms=latency_ms, **fields)
 
-    async def _route(self, request: Request, started: float, fields: dict[str, Any]) -> Response:
-        raw = await self._read_body(request)
-        self._authenticate(request)
+    async def _route(
+        self, scope: Scope, receive: Receive, started: float, fields: dict[str, Any]
+    ) -> Answer:
+        length = api_key = parent = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"x-api-key":
+                api_key = value
+            elif name == b"traceparent":
+                parent = value
+        raw = await self._read_body(receive, length)
+        self._authenticate(api_key)
         try:
             signal = parse_signal(raw)
         except InvalidSignal as exc:
             raise ApiError(exc.status, exc.code, exc.message, exc.field) from None
         rule = self._table.classify(signal.strings)
-        traceparent, trace_id = new_traceparent(request.headers.get("traceparent"))
+        traceparent, trace_id = new_traceparent(
+            parent.decode("latin-1") if parent is not None else None
+        )
         fields.update(trace_id=trace_id, log_id=signal.log_id, kind=rule.kind)
         self._metrics.received_by_kind[rule.kind].inc()
 
@@ -102,11 +128,7 @@ class RoutePath:
             raise ApiError(503, "overloaded", "the router is shedding load", headers=RETRY_AFTER)
         self._in_flight += 1
         try:
-            payload_json = orjson.dumps(signal.payload).decode()
-            metadata_json = (
-                None if signal.metadata is None else orjson.dumps(signal.metadata).decode()
-            )
-            existing = await self._claim(signal, rule, trace_id, payload_json, metadata_json)
+            existing = await self._claim(signal, rule, trace_id)
             if existing is not None:
                 return await self._answer_existing(signal, existing, started, fields)
 
@@ -129,20 +151,23 @@ class RoutePath:
             )
             status, failed = _status_of(rule, outcomes)
             agents_json = [o.as_dict() for o in outcomes]
-            response_json = _dumps_outcomes(agents_json)
-            latency_ms = round((time.perf_counter() - started) * 1000, 3)
-            await self._commit_outcome(
-                Outcome(
-                    log_id=signal.log_id,
-                    status=status,
-                    response=response_json,
-                    attempts=sum(o.attempts for o in outcomes),
-                    latency_ms=latency_ms,
-                    dead_letter=None
-                    if not failed
-                    else _dead_letter(signal, rule, trace_id, failed, payload_json, metadata_json),
-                )
+            # Serialized before the commit: an agent reply too deep to encode is dropped here
+            # rather than failing the batch it would share.
+            body = _answer_body(signal.log_id, rule.kind, status, trace_id, agents_json)
+            outcome = Outcome(
+                log_id=signal.log_id,
+                status=status,
+                response=agents_json,
+                attempts=sum(o.attempts for o in outcomes),
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
+            if failed:
+                outcome.dl_agents = [o.agent for o in failed]
+                outcome.dl_last_error = "; ".join(f"{o.agent}: {o.error}" for o in failed)[
+                    :MAX_LAST_ERROR
+                ]
+                outcome.dl_attempts = sum(o.attempts for o in failed)
+            await self._commit_outcome(outcome)
         finally:
             self._in_flight -= 1
 
@@ -151,60 +176,47 @@ class RoutePath:
         self._metrics.outcome[status].inc()
         self._metrics.latency_by_kind[rule.kind].observe(time.perf_counter() - started)
         fields["status"] = status
-        body = {
-            "log_id": signal.log_id,
-            "kind": rule.kind,
-            "status": status,
-            "duplicate": False,
-            "trace_id": trace_id,
-            "agents": agents_json,
-        }
-        return Response(orjson.dumps(body), HTTP_FOR_STATUS[status], media_type=JSON)
+        return HTTP_FOR_STATUS[status], body, []
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, receive: Receive, length: bytes | None) -> bytes:
         """The body, refused with 413 before it is parsed (or even fully read) when too large."""
-        length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             raise _too_large(self._max_body)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                raise ApiError(400, "client_disconnected", "the request body did not arrive")
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
                 raise _too_large(self._max_body)
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _authenticate(self, request: Request) -> None:
+    def _authenticate(self, given: bytes | None) -> None:
         """Constant-time comparison against every key, so timing reveals nothing."""
-        given = request.headers.get("x-api-key")
         if not given:
             raise ApiError(401, "unauthorized", "the X-API-Key header is required")
-        given_bytes = given.encode("utf-8", "surrogateescape")
         matched = False
         for key in self._keys:
-            matched |= hmac.compare_digest(given_bytes, key)
+            matched |= hmac.compare_digest(given, key)
         if not matched:
             raise ApiError(401, "unauthorized", "unknown API key")
 
-    async def _claim(
-        self,
-        signal: Signal,
-        rule: Rule,
-        trace_id: str,
-        payload_json: str,
-        metadata_json: str | None,
-    ) -> ExistingSignal | None:
+    async def _claim(self, signal: Signal, rule: Rule, trace_id: str) -> ExistingSignal | None:
         """Record the signal before any agent hears of it; the database picks the log_id's owner."""
         claim = Claim(
             log_id=signal.log_id,
             sender_id=signal.sender_id,
             kind=rule.kind,
             mode=rule.mode,
-            payload=payload_json,
-            metadata=metadata_json,
+            payload=signal.payload,
+            metadata=signal.metadata,
             event_time=signal.timestamp,
-            routed_agents=orjson.dumps([a.name for a in rule.agents]).decode(),
+            routed_agents=rule.agent_names,
             trace_id=trace_id,
             payload_hash=signal.body_hash,
             expires_in_s=rule.deadline_ms / 1000 + CLAIM_GRACE_S,
@@ -237,7 +249,7 @@ class RoutePath:
 
     async def _answer_existing(
         self, signal: Signal, existing: ExistingSignal, started: float, fields: dict[str, Any]
-    ) -> Response:
+    ) -> Answer:
         """A seen log_id: the stored outcome, 409 while in flight, 422 for another body."""
         if existing.payload_hash != signal.body_hash:
             raise ApiError(
@@ -270,9 +282,7 @@ class RoutePath:
             "trace_id": existing.trace_id,
             "agents": agents,
         }
-        return Response(
-            orjson.dumps(body), HTTP_FOR_STATUS[existing.status], REPLAYED, media_type=JSON
-        )
+        return HTTP_FOR_STATUS[existing.status], orjson.dumps(body), [_REPLAYED]
 
     async def _take_over(self, existing: ExistingSignal) -> ExistingSignal:
         """An abandoned claim (its router died): sweep it to the DLQ, then answer what is stored."""
@@ -299,38 +309,24 @@ def _status_of(rule: Rule, outcomes: Sequence[AgentOutcome]) -> tuple[str, list[
     return ("partial" if succeeded else "dead_lettered"), failed
 
 
-def _dumps_outcomes(agents_json: list[dict[str, Any]]) -> str:
-    """The outcomes as JSON text; an agent reply too deep to serialize is dropped, not fatal."""
+def _answer_body(
+    log_id: str, kind: str, status: str, trace_id: str, agents_json: list[dict[str, Any]]
+) -> bytes:
+    """The response body; agent replies that cannot be serialized are dropped, not fatal."""
+    body = {
+        "log_id": log_id,
+        "kind": kind,
+        "status": status,
+        "duplicate": False,
+        "trace_id": trace_id,
+        "agents": agents_json,
+    }
     try:
-        return orjson.dumps(agents_json).decode()
+        return orjson.dumps(body)
     except orjson.JSONEncodeError:
         for item in agents_json:
             item["response"] = None
-        return orjson.dumps(agents_json).decode()
-
-
-def _dead_letter(
-    signal: Signal,
-    rule: Rule,
-    trace_id: str,
-    failed: list[AgentOutcome],
-    payload_json: str,
-    metadata_json: str | None,
-) -> DeadLetter:
-    last_error = "; ".join(f"{o.agent}: {o.error}" for o in failed)
-    return DeadLetter(
-        log_id=signal.log_id,
-        sender_id=signal.sender_id,
-        kind=rule.kind,
-        agents=orjson.dumps([o.agent for o in failed]).decode(),
-        mode=rule.mode,
-        payload=payload_json,
-        metadata=metadata_json,
-        event_time=signal.timestamp,
-        trace_id=trace_id,
-        last_error=last_error[:MAX_LAST_ERROR],
-        attempts=sum(o.attempts for o in failed),
-    )
+        return orjson.dumps(body)
 
 
 def _interrupted(agent: str) -> dict[str, Any]:
@@ -343,6 +339,12 @@ def _interrupted(agent: str) -> dict[str, Any]:
         "response": None,
         "error": "interrupted",
     }
+
+
+def _error_answer(exc: ApiError) -> Answer:
+    body = orjson.dumps({"error": {"code": exc.code, "message": exc.message, "field": exc.field}})
+    headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+    return exc.status, body, headers
 
 
 def _too_large(limit: int) -> ApiError:

@@ -16,8 +16,23 @@ async def _configure(conn: AsyncConnection) -> None:
     await conn.set_autocommit(True)
 
 
-async def open_pool(url: str, *, min_size: int, max_size: int, wait: bool) -> AsyncConnectionPool:
-    """Open the pool; with `wait`, fail when the database cannot be reached at start."""
+async def open_pool(
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    wait: bool,
+    synchronous_commit: bool = True,
+    name: str = "signal-router",
+) -> AsyncConnectionPool:
+    """Open the pool; with `wait`, fail when the database cannot be reached at start.
+
+    `synchronous_commit=False` makes every commit of the pool's sessions skip the wait for
+    the WAL flush: for writes that protect against the router dying, not the database.
+    """
+    kwargs: dict[str, str | int] = {"connect_timeout": 2, "application_name": name}
+    if not synchronous_commit:
+        kwargs["options"] = "-c synchronous_commit=off"
     pool: AsyncConnectionPool = AsyncConnectionPool(
         url,
         min_size=min_size,
@@ -25,8 +40,9 @@ async def open_pool(url: str, *, min_size: int, max_size: int, wait: bool) -> As
         open=False,
         timeout=CONNECT_TIMEOUT_S,
         configure=_configure,
-        kwargs={"connect_timeout": 2, "application_name": "signal-router"},
+        kwargs=kwargs,
         max_idle=300,
+        name=name,
     )
     await pool.open(wait=wait, timeout=10)
     return pool

@@ -1,16 +1,15 @@
-"""Group commit: one task writes all queued claims and outcomes in one transaction."""
+"""Group commit: queued claims and outcomes are each written as one statement per flush."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
-import psycopg
 import structlog
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from router.metrics import Metrics
@@ -24,48 +23,35 @@ MAX_BATCH = 256
 
 @dataclass(slots=True)
 class Claim:
-    """The signal's record before dispatch; JSON fields are already serialized."""
+    """The signal's record before dispatch. A batch is sent as one JSON array of these
+    (orjson serializes dataclasses natively), so the field names are the SQL's columns."""
 
     log_id: str
     sender_id: str
     kind: str
     mode: str
-    payload: str
-    metadata: str | None
+    payload: dict[str, Any]
+    metadata: dict[str, Any] | None
     event_time: str | None
-    routed_agents: str
+    routed_agents: list[str]
     trace_id: str
     payload_hash: str
     expires_in_s: float
 
 
 @dataclass(slots=True)
-class DeadLetter:
-    """A DLQ entry for the agents of one signal that failed."""
-
-    log_id: str
-    sender_id: str
-    kind: str
-    agents: str
-    mode: str
-    payload: str
-    metadata: str | None
-    event_time: str | None
-    trace_id: str
-    last_error: str
-    attempts: int
-
-
-@dataclass(slots=True)
 class Outcome:
-    """The final row of a signal, plus its DLQ entry when an agent failed."""
+    """The final row of a signal; `dl_*` describe its DLQ entry when an agent failed (the
+    rest of the entry comes from the log row itself)."""
 
     log_id: str
     status: str
-    response: str
+    response: list[dict[str, Any]]
     attempts: int
     latency_ms: float
-    dead_letter: DeadLetter | None
+    dl_agents: list[str] | None = None
+    dl_last_error: str | None = None
+    dl_attempts: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -82,56 +68,53 @@ class ExistingSignal:
     abandoned: bool
 
 
+W = TypeVar("W")
+R = TypeVar("R")
+
+
 @dataclass(slots=True)
-class _Item:
-    work: Claim | Outcome
-    future: asyncio.Future[ExistingSignal | None]
+class _Item(Generic[W, R]):
+    work: W
+    future: asyncio.Future[R]
 
 
-class GroupCommitWriter:
-    """Queue claims and outcomes; each flush commits everything queued since the last one."""
+class _Lane(Generic[W, R]):
+    """One queue and the task that drains it: whatever queued meanwhile is one flush.
+
+    No timer: a flush starts as soon as the previous one returns, so a lone request waits
+    for one round trip and a crowd shares it.
+    """
 
     def __init__(
         self,
-        pool: AsyncConnectionPool,
-        *,
-        metrics: Metrics | None = None,
-        max_batch: int = MAX_BATCH,
+        name: str,
+        flush: Callable[[list[_Item[W, R]]], Awaitable[None]],
+        metrics: Metrics | None,
+        max_batch: int,
     ) -> None:
-        self._pool = pool
+        self._name = name
+        self._flush = flush
         self._metrics = metrics
         self._max_batch = max_batch
-        self._queue: list[_Item] = []
+        self._queue: list[_Item[W, R]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        # Set after a flush that wrote DLQ entries, so dlq_backlog is refreshed soon after.
-        self.dead_letters_written = asyncio.Event()
 
     def start(self) -> None:
-        """Start the writer task on the running loop."""
-        self._task = asyncio.create_task(self._run(), name="group-commit-writer")
+        self._task = asyncio.create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
-        """Flush what is queued, then end the task."""
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
             await self._task
             self._task = None
 
-    async def claim(self, claim: Claim) -> ExistingSignal | None:
-        """Record the claim; None when this request owns the log_id, else the existing row."""
-        return await self._submit(claim)
-
-    async def finish(self, outcome: Outcome) -> None:
-        """Commit the final row (and DLQ entry); returns once it is durable."""
-        await self._submit(outcome)
-
-    def _submit(self, work: Claim | Outcome) -> asyncio.Future[ExistingSignal | None]:
+    def submit(self, work: W) -> asyncio.Future[R]:
         if self._closing:
             raise DatabaseUnavailable("the router is shutting down")
-        future: asyncio.Future[ExistingSignal | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(work, future))
         self._wakeup.set()
         return future
@@ -147,64 +130,108 @@ class GroupCommitWriter:
             if self._closing:
                 return
 
-    async def _flush_safely(self, batch: list[_Item]) -> None:
+    async def _flush_safely(self, batch: list[_Item[W, R]]) -> None:
         started = time.perf_counter()
         try:
             with wrap_database_errors():
                 await self._flush(batch)
         except DatabaseUnavailable as exc:
             _fail(batch, exc)
-        except StoreError as exc:
+        except (StoreError, orjson.JSONEncodeError) as exc:
             # One row the database refused must not fail the others that shared its batch.
             if len(batch) == 1:
-                log.error("log_write_failed", log_id=batch[0].work.log_id, error=str(exc))
+                log.error("log_write_failed", lane=self._name, error=str(exc))
                 _fail(batch, exc)
             else:
                 for item in batch:
                     await self._flush_safely([item])
             return
         except Exception as exc:  # a bug here must not leave waiters hanging forever
-            log.exception("log_writer_crashed")
+            log.exception("log_writer_crashed", lane=self._name)
             _fail(batch, StoreError(f"log writer failed: {exc!r}"))
         if self._metrics is not None:
             self._metrics.commit_batch_size.observe(len(batch))
             self._metrics.commit_latency.observe(time.perf_counter() - started)
 
-    async def _flush(self, batch: list[_Item]) -> None:
-        claims: list[_Item] = []
-        repeats: list[_Item] = []  # a log_id already claimed earlier in this batch: it lost
-        outcomes: list[_Item] = []
+
+class GroupCommitWriter:
+    """Claims and outcomes, each group-committed in one statement per flush.
+
+    Two lanes, so a claim never waits behind a durable commit: claims go through
+    `claim_pool`, whose sessions commit with synchronous_commit=off (a claim guards against
+    the router dying, not the database); outcomes through `pool`, durably.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        claim_pool: AsyncConnectionPool | None = None,
+        metrics: Metrics | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._pool = pool
+        self._claim_pool = claim_pool or pool
+        self._claims: _Lane[Claim, ExistingSignal | None] = _Lane(
+            "claim-writer", self._flush_claims, metrics, max_batch
+        )
+        self._outcomes: _Lane[Outcome, None] = _Lane(
+            "outcome-writer", self._flush_outcomes, metrics, max_batch
+        )
+        # Set after a flush that wrote DLQ entries, so dlq_backlog is refreshed soon after.
+        self.dead_letters_written = asyncio.Event()
+
+    def start(self) -> None:
+        """Start both lanes on the running loop."""
+        self._claims.start()
+        self._outcomes.start()
+
+    async def stop(self) -> None:
+        """Flush what is queued, then end both lanes."""
+        await self._claims.stop()
+        await self._outcomes.stop()
+
+    async def claim(self, claim: Claim) -> ExistingSignal | None:
+        """Record the claim; None when this request owns the log_id, else the existing row."""
+        return await self._claims.submit(claim)
+
+    async def finish(self, outcome: Outcome) -> None:
+        """Commit the final row (and DLQ entry); returns once it is durable."""
+        await self._outcomes.submit(outcome)
+
+    async def _flush_claims(self, batch: list[_Item[Claim, ExistingSignal | None]]) -> None:
+        first: list[Claim] = []
         batch_ids: set[str] = set()
         for item in batch:
-            if isinstance(item.work, Outcome):
-                outcomes.append(item)
-            elif item.work.log_id in batch_ids:
-                repeats.append(item)
-            else:
+            # Only a log_id's first claim in the batch is inserted; later ones lost already.
+            if item.work.log_id not in batch_ids:
                 batch_ids.add(item.work.log_id)
-                claims.append(item)
-        won: set[str] = set()
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            if not outcomes:
-                # A claim guards against the router dying, not the database: it need not
-                # wait for the WAL flush. Outcomes in the batch make the commit durable.
-                await conn.execute("SET LOCAL synchronous_commit = off")
-            claim_cursor = await _write_claims(conn, claims) if claims else None
-            if outcomes:
-                await _write_outcomes(conn, outcomes)
-            if claim_cursor is not None:
-                won = {row[0] for row in await claim_cursor.fetchall()}
-        if any(i.work.dead_letter is not None for i in outcomes if isinstance(i.work, Outcome)):
-            self.dead_letters_written.set()
-        lost = [i for i in claims if i.work.log_id not in won] + repeats
-        existing = await fetch_existing(self._pool, [i.work.log_id for i in lost]) if lost else {}
-        lost_ids = {id(i) for i in lost}
+                first.append(item.work)
+        async with self._claim_pool.connection() as conn:
+            cur = await conn.execute(query("claim_signals"), {"rows": orjson.dumps(first).decode()})
+            won = {row[0] for row in await cur.fetchall()}
+        winners: set[int] = set()
         for item in batch:
-            if item.future.done():  # the waiter gave up (timeout, client gone)
-                continue
-            if id(item) in lost_ids:
-                item.future.set_result(existing.get(item.work.log_id))
-            else:
+            if item.work.log_id in won:
+                won.discard(item.work.log_id)
+                winners.add(id(item))
+        lost = [i.work.log_id for i in batch if id(i) not in winners]
+        existing = await fetch_existing(self._pool, lost) if lost else {}
+        for item in batch:
+            if not item.future.done():  # done: the waiter gave up (timeout, client gone)
+                item.future.set_result(
+                    None if id(item) in winners else existing.get(item.work.log_id)
+                )
+
+    async def _flush_outcomes(self, batch: list[_Item[Outcome, None]]) -> None:
+        rows = orjson.dumps([i.work for i in batch]).decode()
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query("finish_signals"), {"rows": rows})
+            counts = await cur.fetchone()
+        if counts is not None and (counts[1] or counts[2]):
+            self.dead_letters_written.set()
+        for item in batch:
+            if not item.future.done():
                 item.future.set_result(None)
 
 
@@ -230,67 +257,7 @@ async def fetch_existing(
     }
 
 
-async def _write_claims(conn: AsyncConnection, items: list[_Item]) -> psycopg.AsyncCursor[Any]:
-    claims = [i.work for i in items if isinstance(i.work, Claim)]
-    return await conn.execute(
-        query("claim_signals"),
-        {
-            "log_id": [c.log_id for c in claims],
-            "sender_id": [c.sender_id for c in claims],
-            "kind": [c.kind for c in claims],
-            "mode": [c.mode for c in claims],
-            "payload": [c.payload for c in claims],
-            "metadata": [c.metadata for c in claims],
-            "event_time": [c.event_time for c in claims],
-            "routed_agents": [c.routed_agents for c in claims],
-            "trace_id": [c.trace_id for c in claims],
-            "payload_hash": [c.payload_hash for c in claims],
-            "expires_in_s": [c.expires_in_s for c in claims],
-        },
-    )
-
-
-async def _write_outcomes(conn: AsyncConnection, items: list[_Item]) -> None:
-    outcomes = [i.work for i in items if isinstance(i.work, Outcome)]
-    await conn.execute(
-        query("finish_signals"),
-        {
-            "log_id": [o.log_id for o in outcomes],
-            "status": [o.status for o in outcomes],
-            "response": [o.response for o in outcomes],
-            "attempts": [o.attempts for o in outcomes],
-            "latency_ms": [o.latency_ms for o in outcomes],
-        },
-    )
-    letters = [o.dead_letter for o in outcomes if o.dead_letter is not None]
-    if letters:
-        await conn.execute(
-            query("dead_letter_signals"),
-            {
-                "log_id": [d.log_id for d in letters],
-                "sender_id": [d.sender_id for d in letters],
-                "kind": [d.kind for d in letters],
-                "agents": [d.agents for d in letters],
-                "mode": [d.mode for d in letters],
-                "payload": [d.payload for d in letters],
-                "metadata": [d.metadata for d in letters],
-                "event_time": [d.event_time for d in letters],
-                "trace_id": [d.trace_id for d in letters],
-                "last_error": [d.last_error for d in letters],
-                "attempts": [d.attempts for d in letters],
-            },
-        )
-    delivered = [o.log_id for o in outcomes if o.dead_letter is None]
-    if delivered:
-        await conn.execute(query("resolve_interrupted"), {"log_ids": delivered})
-
-
-def _fail(batch: list[_Item], exc: Exception) -> None:
+def _fail(batch: list[_Item[W, R]], exc: Exception) -> None:
     for item in batch:
         if not item.future.done():
             item.future.set_exception(exc)
-
-
-def dumps(value: Any) -> str:
-    """JSON text for a jsonb parameter."""
-    return orjson.dumps(value).decode()

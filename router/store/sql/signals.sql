@@ -2,19 +2,18 @@
 -- A query runs from its `-- name:` line to the next one.
 
 -- name: claim_signals
--- The claim is the signal's record, written before any agent hears of it. One
--- statement claims a whole batch; a row that loses ON CONFLICT is not returned.
+-- The claim is the signal's record, written before any agent hears of it. One statement
+-- claims a whole batch, its rows sent as one JSON array (one parameter to encode, not one
+-- per column); a row that loses ON CONFLICT is not returned.
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, event_time,
                         routed_agents, trace_id, payload_hash, claim_expires_at)
-SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload::jsonb, u.metadata::jsonb,
-       u.event_time, u.routed_agents::jsonb, u.trace_id, u.payload_hash,
+SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata,
+       u.event_time, u.routed_agents, u.trace_id, u.payload_hash,
        now() + make_interval(secs => u.expires_in_s)
-FROM unnest(%(log_id)s::text[], %(sender_id)s::text[], %(kind)s::text[], %(mode)s::text[],
-            %(payload)s::text[], %(metadata)s::text[], %(event_time)s::text[],
-            %(routed_agents)s::text[], %(trace_id)s::text[], %(payload_hash)s::text[],
-            %(expires_in_s)s::float8[])
-     AS u(log_id, sender_id, kind, mode, payload, metadata, event_time, routed_agents, trace_id,
-          payload_hash, expires_in_s)
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS u(log_id text, sender_id text, kind text, mode text, payload jsonb, metadata jsonb,
+          event_time text, routed_agents jsonb, trace_id text, payload_hash text,
+          expires_in_s float8)
 ON CONFLICT (log_id) DO NOTHING
 RETURNING log_id
 
@@ -26,39 +25,44 @@ FROM signal_log
 WHERE log_id = ANY(%(log_ids)s::text[])
 
 -- name: finish_signals
--- The final, durable row: the outcome replaces the claim.
-UPDATE signal_log AS s
-SET status = u.status, response = u.response::jsonb, attempts = u.attempts,
-    latency_ms = u.latency_ms, claim_expires_at = NULL, updated_at = now()
-FROM unnest(%(log_id)s::text[], %(status)s::text[], %(response)s::text[], %(attempts)s::int[],
-            %(latency_ms)s::float8[]) AS u(log_id, status, response, attempts, latency_ms)
-WHERE s.log_id = u.log_id
-
--- name: dead_letter_signals
--- One DLQ entry per signal with a failed agent. A conflict means the sweeper took the
--- claim for abandoned meanwhile; its entry (every routed agent) stays: DO NOTHING never
--- waits on a row lock, so a replayer holding that entry cannot stall the group commit.
-INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
-                 last_error, attempts)
-SELECT u.log_id, u.sender_id, u.kind, u.agents::jsonb, u.mode, u.payload::jsonb,
-       u.metadata::jsonb, u.event_time, u.trace_id, u.last_error, u.attempts
-FROM unnest(%(log_id)s::text[], %(sender_id)s::text[], %(kind)s::text[], %(agents)s::text[],
-            %(mode)s::text[], %(payload)s::text[], %(metadata)s::text[], %(event_time)s::text[],
-            %(trace_id)s::text[], %(last_error)s::text[], %(attempts)s::int[])
-     AS u(log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
-          last_error, attempts)
-ON CONFLICT (log_id) DO NOTHING
-RETURNING id
-
--- name: resolve_interrupted
--- A signal delivered after the sweeper gave its claim up: its DLQ entry has nothing left to
--- do. SKIP LOCKED: an entry a replayer holds is left to that replay rather than waited for.
-UPDATE dlq SET status = 'resolved', last_attempt_at = now()
-WHERE id IN (
-    SELECT id FROM dlq
-    WHERE log_id = ANY(%(log_ids)s::text[]) AND status = 'pending'
-    FOR UPDATE SKIP LOCKED
+-- The final, durable rows of a batch in ONE statement (one round trip, one atomic commit):
+-- the outcome replaces the claim; a DLQ entry is written for each outcome with failed
+-- agents, its signal fields taken from the row itself; and an entry the sweeper made for a
+-- signal that was delivered after all is resolved. DO NOTHING and SKIP LOCKED: a DLQ entry a
+-- replayer holds never makes the group commit wait.
+WITH u AS (
+    SELECT *
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS u(log_id text, status text, response jsonb, attempts int, latency_ms float8,
+              dl_agents jsonb, dl_last_error text, dl_attempts int)
+), finished AS (
+    UPDATE signal_log AS s
+    SET status = u.status, response = u.response, attempts = u.attempts,
+        latency_ms = u.latency_ms, claim_expires_at = NULL, updated_at = now()
+    FROM u
+    WHERE s.log_id = u.log_id
+    RETURNING s.log_id, s.sender_id, s.kind, s.mode, s.payload, s.metadata, s.event_time,
+              s.trace_id
+), lettered AS (
+    INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, metadata, event_time,
+                     trace_id, last_error, attempts)
+    SELECT f.log_id, f.sender_id, f.kind, u.dl_agents, f.mode, f.payload, f.metadata,
+           f.event_time, f.trace_id, u.dl_last_error, u.dl_attempts
+    FROM finished AS f JOIN u USING (log_id)
+    WHERE u.dl_agents IS NOT NULL
+    ON CONFLICT (log_id) DO NOTHING
+    RETURNING id
+), resolved AS (
+    UPDATE dlq SET status = 'resolved', last_attempt_at = now()
+    WHERE id IN (
+        SELECT d.id FROM dlq AS d JOIN u USING (log_id)
+        WHERE u.dl_agents IS NULL AND d.status = 'pending'
+        FOR UPDATE OF d SKIP LOCKED
+    )
+    RETURNING id
 )
+SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM lettered),
+       (SELECT count(*) FROM resolved)
 
 -- name: sweep_abandoned
 -- Claims whose router died before their outcome was recorded go to the DLQ as interrupted,
