@@ -5,18 +5,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, LiteralString
+from datetime import datetime
+from typing import Any
 
 import orjson
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from router.store.errors import wrap_database_errors
 from router.store.jsonb import use_orjson
 from router.store.queries import query
+from router.store.reads import compose_select, fetch_dicts
 
 STATUSES = ("pending", "resolved", "parked", "discarded")
 
@@ -153,7 +153,7 @@ def list_query(
     if before_id is not None:
         where.append(sql.SQL(query("dlq_where_before_id")))
     params = _filter_params(filters) | {"before_id": before_id, "limit": limit}
-    return _select(where, query("dlq_order_newest")), params
+    return compose_select(query("dlq_select"), where, query("dlq_order_newest")), params
 
 
 def claim_query(
@@ -166,7 +166,7 @@ def claim_query(
         where = [sql.SQL(query("dlq_where_claimable")), *_filter_fragments(filters or DlqFilter())]
         if after:
             where.append(sql.SQL(query("dlq_where_after_position")))
-    statement = _select(where, query("dlq_order_oldest"))
+    statement = compose_select(query("dlq_select"), where, query("dlq_order_oldest"))
     if lock:
         statement = sql.SQL("\n").join([statement, sql.SQL(query("dlq_skip_locked"))])
     return statement
@@ -184,7 +184,7 @@ async def fetch_page(
 
 async def fetch_one(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
     """The entry `entry_id`, or None."""
-    statement = _select([sql.SQL(query("dlq_where_id"))], None)
+    statement = compose_select(query("dlq_select"), [sql.SQL(query("dlq_where_id"))], None)
     with wrap_database_errors():
         async with pool.connection() as conn:
             rows = await _entries(conn, statement, {"id": entry_id})
@@ -197,7 +197,7 @@ async def discard(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
     A resolved entry is returned unchanged. Raises EntryBusy while a replayer holds it:
     waiting for its dispatch to end could take the whole signal deadline.
     """
-    statement = _select([sql.SQL(query("dlq_where_id"))], None)
+    statement = compose_select(query("dlq_select"), [sql.SQL(query("dlq_where_id"))], None)
     statement = sql.SQL("\n").join([statement, sql.SQL(query("dlq_lock_nowait"))])
     with wrap_database_errors():
         try:
@@ -322,26 +322,8 @@ def _filter_params(filters: DlqFilter) -> dict[str, Any]:
     return {"status": filters.status, "agent": agent, "kind": filters.kind}
 
 
-def _select(where: list[sql.SQL], tail: LiteralString | None) -> sql.Composed:
-    parts: list[sql.Composable] = [sql.SQL(query("dlq_select"))]
-    if where:
-        parts += [sql.SQL("WHERE"), sql.SQL(" AND ").join(where)]
-    if tail is not None:
-        parts.append(sql.SQL(tail))
-    return sql.SQL("\n").join(parts)
-
-
 async def _entries(
     conn: AsyncConnection, statement: sql.Composed, params: dict[str, Any]
 ) -> list[DlqEntry]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        use_orjson(cur)
-        await cur.execute(statement, params)
-        rows = await cur.fetchall()
-    entries = []
-    for row in rows:
-        row["created_at"] = row["created_at"].astimezone(UTC)
-        if row["last_attempt_at"] is not None:
-            row["last_attempt_at"] = row["last_attempt_at"].astimezone(UTC)
-        entries.append(DlqEntry(**row))
-    return entries
+    rows = await fetch_dicts(conn, statement, params, ("created_at", "last_attempt_at"))
+    return [DlqEntry(**row) for row in rows]

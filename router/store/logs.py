@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, LiteralString
+from datetime import datetime
+from typing import Any
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from router.store.errors import wrap_database_errors
-from router.store.jsonb import use_orjson
 from router.store.queries import query
+from router.store.reads import compose_select, fetch_dicts
 
 Row = dict[str, Any]
 
@@ -53,7 +52,7 @@ def page_query(
     if after is not None:
         where.append(sql.SQL(query("logs_where_after_cursor")))
         params.update(cursor_created_at=after[0], cursor_log_id=after[1])
-    return _select(where, query("logs_order_newest")), params
+    return compose_select(query("logs_select"), where, query("logs_order_newest")), params
 
 
 async def fetch_page(
@@ -72,31 +71,14 @@ async def fetch_page(
 
 async def fetch_one(pool: AsyncConnectionPool, log_id: str) -> Row | None:
     """The row of `log_id`, or None."""
-    statement = _select([sql.SQL(query("logs_where_log_id"))], None)
+    statement = compose_select(query("logs_select"), [sql.SQL(query("logs_where_log_id"))], None)
     with wrap_database_errors():
         async with pool.connection() as conn:
             rows = await _rows(conn, statement, {"log_id": log_id})
     return rows[0] if rows else None
 
 
-def _select(where: list[sql.SQL], tail: LiteralString | None) -> sql.Composed:
-    parts: list[sql.Composable] = [sql.SQL(query("logs_select"))]
-    if where:
-        parts += [sql.SQL("WHERE"), sql.SQL(" AND ").join(where)]
-    if tail is not None:
-        parts.append(sql.SQL(tail))
-    return sql.SQL("\n").join(parts)
-
-
 async def _rows(
     conn: AsyncConnection, statement: sql.Composed, params: dict[str, Any]
 ) -> list[Row]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        use_orjson(cur)
-        await cur.execute(statement, params)
-        rows = await cur.fetchall()
-    for row in rows:
-        # The session's time zone is the server's; the API speaks UTC.
-        row["created_at"] = row["created_at"].astimezone(UTC)
-        row["updated_at"] = row["updated_at"].astimezone(UTC)
-    return rows
+    return await fetch_dicts(conn, statement, params, ("created_at", "updated_at"))
