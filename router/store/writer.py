@@ -224,9 +224,14 @@ class GroupCommitWriter:
                 )
 
     async def _flush_outcomes(self, batch: list[_Item[Outcome, None]]) -> None:
-        rows = orjson.dumps([i.work for i in batch]).decode()
+        outcomes = [i.work for i in batch]
+        params = {
+            "rows": orjson.dumps(outcomes).decode(),
+            "log_ids": [o.log_id for o in outcomes],
+            "delivered_ids": [o.log_id for o in outcomes if o.dl_agents is None],
+        }
         async with self._pool.connection() as conn:
-            cur = await conn.execute(query("finish_signals"), {"rows": rows})
+            cur = await conn.execute(query("finish_signals"), params)
             counts = await cur.fetchone()
         if counts is not None and (counts[1] or counts[2]):
             self.dead_letters_written.set()

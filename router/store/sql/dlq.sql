@@ -74,7 +74,7 @@ SET status = u.status, agents = u.agents::jsonb, last_error = u.last_error,
 FROM unnest(%(id)s::bigint[], %(status)s::text[], %(agents)s::text[], %(last_error)s::text[],
             %(attempts)s::int[], %(replay_count)s::int[])
      AS u(id, status, agents, last_error, attempts, replay_count)
-WHERE d.id = u.id
+WHERE d.id = ANY(%(id)s::bigint[]) AND d.id = u.id
 
 -- name: dlq_settle_signals
 -- A claim still in flight belongs to the route path; the replay never overwrites it.
@@ -83,4 +83,4 @@ SET status = u.status, response = u.response::jsonb, attempts = s.attempts + u.a
     updated_at = now()
 FROM unnest(%(log_id)s::text[], %(status)s::text[], %(response)s::text[], %(attempts)s::int[])
      AS u(log_id, status, response, attempts)
-WHERE s.log_id = u.log_id AND s.status <> 'in_flight'
+WHERE s.log_id = ANY(%(log_id)s::text[]) AND s.log_id = u.log_id AND s.status <> 'in_flight'

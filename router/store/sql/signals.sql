@@ -40,7 +40,9 @@ WITH u AS (
     SET status = u.status, response = u.response, attempts = u.attempts,
         latency_ms = u.latency_ms, claim_expires_at = NULL, updated_at = now()
     FROM u
-    WHERE s.log_id = u.log_id
+    -- ANY(ids) on the primary key: the planner guesses 100 rows for jsonb_to_recordset and
+    -- would otherwise hash-join it against a sequential scan of the whole log.
+    WHERE s.log_id = ANY(%(log_ids)s::text[]) AND s.log_id = u.log_id
     RETURNING s.log_id, s.sender_id, s.kind, s.mode, s.payload, s.metadata, s.event_time,
               s.trace_id
 ), lettered AS (
@@ -55,9 +57,9 @@ WITH u AS (
 ), resolved AS (
     UPDATE dlq SET status = 'resolved', last_attempt_at = now()
     WHERE id IN (
-        SELECT d.id FROM dlq AS d JOIN u USING (log_id)
-        WHERE u.dl_agents IS NULL AND d.status = 'pending'
-        FOR UPDATE OF d SKIP LOCKED
+        SELECT id FROM dlq
+        WHERE log_id = ANY(%(delivered_ids)s::text[]) AND status = 'pending'
+        FOR UPDATE SKIP LOCKED
     )
     RETURNING id
 )
