@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -226,16 +227,17 @@ class Replayer:
         return Attempt(outcomes)
 
 
-class _Source:
+class _Source(ABC):
     """Hands workers their next claim; `None` when the round is over."""
 
     stop_when_empty = False
 
+    @abstractmethod
     def next(self) -> tuple[_Claim, int] | None:
-        raise NotImplementedError
+        """The next claim and how many entries it asks for."""
 
-    def claimed(self, wanted: int, batch: ClaimedBatch) -> None:
-        """Told what a claim returned."""
+    def claimed(self, wanted: int, batch: ClaimedBatch) -> None:  # noqa: B027 (optional hook)
+        """Told what a claim returned; sources that need it override this."""
 
 
 class _PendingSource(_Source):
