@@ -41,13 +41,14 @@ def _claim(log_id: str) -> Claim:
         routed_agents=["bench"],
         trace_id="0af7651916cd43dd8448eb211c80319c",
         payload_hash="0" * 64,
-        expires_in_s=11.0,
+        claim_token=uuid.uuid4().hex[:16],
+        expires_in_s=25.0,
     )
 
 
-def _outcome(log_id: str) -> Outcome:
+def _outcome(claim: Claim) -> Outcome:
     return Outcome(
-        log_id=log_id,
+        claim=claim,
         status="delivered",
         response=RESPONSE,
         attempts=1,
@@ -58,9 +59,9 @@ def _outcome(log_id: str) -> Outcome:
 async def _signals(writer: GroupCommitWriter, tasks: int, per_task: int) -> None:
     async def one_task() -> None:
         for _ in range(per_task):
-            log_id = f"bench-{uuid.uuid4().hex}"
-            assert await writer.claim(_claim(log_id)) is None
-            await writer.finish(_outcome(log_id))
+            claim = _claim(f"bench-{uuid.uuid4().hex}")
+            assert await writer.claim(claim, valid_for_s=1.5) is None
+            assert (await writer.finish(_outcome(claim), retry_for_s=10.0)).written
 
     await asyncio.gather(*(one_task() for _ in range(tasks)))
 

@@ -15,8 +15,9 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from router import openapi
+from router import budget, openapi
 from router.api import dlq, health, logs
+from router.api.auth import ApiKeys
 from router.api.errors import ApiError, install_error_handlers
 from router.api.route import RoutePath
 from router.dispatch import Dispatcher, create_client_session
@@ -24,13 +25,16 @@ from router.embedded_db import resolve_database_url
 from router.metrics import Metrics
 from router.routing import RoutingTable, load_routing_table
 from router.settings import Settings
-from router.store.pool import open_pool
+from router.store.pool import DatabaseClock, open_pool
 from router.store.recovery import run_maintenance
 from router.store.writer import GroupCommitWriter
 
 log = structlog.get_logger("router.app")
 
 GC_GEN0_THRESHOLD = 20_000
+# Connections for replays: the API's concurrent replay calls (two batches each) beyond this
+# wait for one, never the route path.
+REPLAY_POOL_MAX = 4
 
 
 @dataclass
@@ -40,11 +44,18 @@ class Runtime:
     settings: Settings
     table: RoutingTable
     metrics: Metrics
+    keys: ApiKeys
     pool: AsyncConnectionPool | None = None
     claim_pool: AsyncConnectionPool | None = None
+    # Replays hold a connection through whole dispatches: a pool of their own, so they can
+    # never starve the route path's outcome commits.
+    replay_pool: AsyncConnectionPool | None = None
     session: aiohttp.ClientSession | None = None
     writer: GroupCommitWriter | None = None
     dispatcher: Dispatcher | None = None
+    # Replays' own dispatcher: the route path's metrics (retries, failed deliveries) count
+    # the route path only, as with `router replay-dlq`.
+    replay_dispatcher: Dispatcher | None = None
     route_path: RoutePath | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -57,6 +68,7 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
         settings=settings,
         table=table,
         metrics=Metrics(kinds=table.kinds, agents=table.agents.keys()),
+        keys=ApiKeys(settings.route_keys, settings.admin_keys),
     )
 
     @contextlib.asynccontextmanager
@@ -137,27 +149,43 @@ async def _start(runtime: Runtime) -> None:
     # wait=False: the router starts while the database is away and heals when it returns;
     # /health/ready says which.
     runtime.pool = await open_pool(
-        url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, wait=False
+        url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        wait=False,
+        statement_timeout_s=budget.STATEMENT_TIMEOUT_S,
     )
     runtime.session = create_client_session()
+    clock = DatabaseClock()
     runtime.claim_pool = await open_pool(
-        url, min_size=1, max_size=2, wait=False, synchronous_commit=False, name="router-claims"
+        url,
+        min_size=1,
+        max_size=2,
+        wait=False,
+        synchronous_commit=False,
+        statement_timeout_s=budget.CLAIM_STATEMENT_TIMEOUT_S,
+        clock=clock,
+        name="router-claims",
+    )
+    runtime.replay_pool = await open_pool(
+        url, min_size=1, max_size=REPLAY_POOL_MAX, wait=False, name="router-replays"
     )
     runtime.writer = GroupCommitWriter(
-        runtime.pool, claim_pool=runtime.claim_pool, metrics=runtime.metrics
+        runtime.pool, claim_pool=runtime.claim_pool, clock=clock, metrics=runtime.metrics
     )
     runtime.writer.start()
-    dispatcher = runtime.dispatcher = Dispatcher(
-        runtime.session, runtime.table.agents.values(), observer=runtime.metrics
-    )
+    agents = runtime.table.agents.values()
+    dispatcher = runtime.dispatcher = Dispatcher(runtime.session, agents, observer=runtime.metrics)
+    runtime.replay_dispatcher = Dispatcher(runtime.session, agents)
     runtime.route_path = RoutePath(
         table=runtime.table,
         dispatcher=dispatcher,
         writer=runtime.writer,
         pool=runtime.pool,
         metrics=runtime.metrics,
-        route_keys=settings.route_keys,
+        keys=runtime.keys,
         max_body_bytes=settings.max_body_bytes,
+        outcome_timeout_s=settings.outcome_timeout_s,
     )
     runtime.tasks.append(
         asyncio.create_task(
@@ -204,7 +232,7 @@ async def _stop(runtime: Runtime) -> None:
         await runtime.writer.stop()
     if runtime.session is not None:
         await runtime.session.close()
-    for pool in (runtime.claim_pool, runtime.pool):
+    for pool in (runtime.claim_pool, runtime.replay_pool, runtime.pool):
         if pool is not None:
             await pool.close()
     log.info("router_stopped")

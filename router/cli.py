@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from router import budget
 from router.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from router.routing import RoutingTable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,12 +82,21 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _shutdown_grace_s(settings: Settings, table: RoutingTable) -> int:
+    """SHUTDOWN_GRACE_S, else the longest a request of this table can take: SIGTERM then
+    lets every request in flight finish (uvicorn takes whole seconds)."""
+    if settings.shutdown_grace_s is not None:
+        return math.ceil(settings.shutdown_grace_s)
+    longest = max(rule.deadline_ms for rule in table.rules)
+    return math.ceil(budget.longest_request_s(longest, settings.outcome_timeout_s)) + 1
+
+
 def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool) -> int:
     from router.routing import RoutingTableError, load_routing_table
 
     try:
         settings.require_api_key()
-        load_routing_table(settings.routes_file)
+        table = load_routing_table(settings.routes_file)
     except (SettingsError, RoutingTableError) as exc:
         print(f"router: {exc}", file=sys.stderr)
         return 2
@@ -114,6 +129,6 @@ def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool)
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=15,
+        timeout_graceful_shutdown=_shutdown_grace_s(settings, table),
     )
     return 0

@@ -206,10 +206,13 @@ class Dispatcher:
         log_id: str,
         traceparent: str,
         deadline_ms: int,
+        replay: bool = False,
     ) -> list[AgentOutcome]:
         """Send `body` to every agent (`all`) or until one succeeds (`first_success`).
 
         Outcomes come back in the order of `agents`; cancellation propagates to every attempt.
+        A replay says so in `X-Router-Replay: 1`, so an agent can tell a re-delivery from a
+        client's new signal.
         """
         started = self._clock()
         deadline = started + deadline_ms / 1000
@@ -220,6 +223,8 @@ class Dispatcher:
             "X-Router-Attempt": "1",
             "traceparent": traceparent,
         }
+        if replay:
+            headers["X-Router-Replay"] = "1"
         deliveries = [
             _Delivery(self._state_for(agent), body, headers, deadline, started) for agent in agents
         ]

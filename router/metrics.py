@@ -208,6 +208,13 @@ class Metrics:
             child = self.route_responses.labels(str(status_code))
         child.inc()
 
+    def observe_latency(self, kind: str, seconds: float) -> None:
+        """Record one answered signal's latency; a kind no longer in the table still counts."""
+        child = self.latency_by_kind.get(kind)
+        if child is None:
+            child = self.router_latency.labels(kind)
+        child.observe(seconds)
+
     def observe_pool(self, stats: Mapping[str, int]) -> None:
         """Copy a psycopg pool's `get_stats()` into the pool gauges."""
         size = stats.get("pool_size", 0)

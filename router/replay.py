@@ -220,6 +220,7 @@ class Replayer:
                 log_id=entry.log_id,
                 traceparent=traceparent,
                 deadline_ms=self._deadlines.get(entry.kind, self._default_deadline),
+                replay=True,
             )
         except Exception as exc:  # one entry's failure must not fail its batch
             log.exception("dlq_replay_dispatch_failed", id=entry.id)

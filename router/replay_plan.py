@@ -107,7 +107,7 @@ def _signal_update(
         status = "partial"
     else:
         status = signal.status
-    return SignalUpdate(entry.log_id, status, _dumps(merged), attempt.attempts)
+    return SignalUpdate(entry.log_id, status, _dumps(merged), attempt.attempts, signal)
 
 
 def _dumps(outcomes: list[dict[str, Any]]) -> str:

@@ -32,6 +32,10 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(".router"))
     # Claims older than their deadline are swept into the DLQ this often.
     sweep_interval_s: float = 5.0
+    # How long a request waits for its final row before answering 503 outcome_not_recorded.
+    outcome_timeout_s: float = 10.0
+    # How long SIGTERM lets requests finish; None: the longest a request can take.
+    shutdown_grace_s: float | None = None
 
     @property
     def route_keys(self) -> frozenset[str]:
@@ -59,6 +63,8 @@ class Settings:
             log_format=_choice(env, "LOG_FORMAT", "json", LOG_FORMATS),
             dlq_max_replays=_int(env, "DLQ_MAX_REPLAYS", 5, minimum=1),
             data_dir=Path(env.get("ROUTER_DATA_DIR") or ".router"),
+            outcome_timeout_s=_int(env, "OUTCOME_TIMEOUT_MS", 10_000, minimum=100) / 1000,
+            shutdown_grace_s=_optional_float(env, "SHUTDOWN_GRACE_S", minimum=0.0),
         ).validated()
 
     def validated(self) -> Settings:
@@ -121,6 +127,19 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _optional_float(env: Mapping[str, str], name: str, *, minimum: float) -> float | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
     return value
 
 

@@ -104,12 +104,11 @@ async def replay(request: Request) -> Response:
     """Re-dispatch to each entry's failed agents under its original log_id; resolve or park it."""
     body = await _replay_request(request)
     runtime = runtime_of(request)
-    if runtime.dispatcher is None:
+    if runtime.replay_dispatcher is None or runtime.replay_pool is None:
         raise ApiError(503, "starting", "the router is starting", headers={"Retry-After": "1"})
-    pool = pool_of(request)
     replayer = Replayer(
-        pool,
-        runtime.dispatcher,
+        runtime.replay_pool,
+        runtime.replay_dispatcher,
         runtime.table,
         max_replays=runtime.settings.dlq_max_replays,
         workers=REPLAY_WORKERS,

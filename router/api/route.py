@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextlib
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,8 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import Receive, Scope, Send
 
+from router import budget
+from router.api.auth import ApiKeys
 from router.api.errors import ApiError
 from router.dispatch import AgentOutcome, Dispatcher, new_traceparent
 from router.metrics import Metrics
@@ -25,21 +28,19 @@ from router.store.writer import (
     ExistingSignal,
     GroupCommitWriter,
     Outcome,
+    Overloaded,
     fetch_existing,
 )
 
 log = structlog.get_logger("router.route")
 
-# A claim must commit within the contract's 2 s, or the caller hears 503 and nothing is sent.
-CLAIM_TIMEOUT_S = 2.0
-# How long the outcome may take to commit before the caller is told it was not recorded.
-OUTCOME_TIMEOUT_S = 10.0
-# A claim is abandoned once its deadline has passed by this much: the margin lets a
-# dispatch that ended right at its deadline commit before the sweeper takes it.
-CLAIM_GRACE_S = 1.0
 MAX_LAST_ERROR = 1000
 RETRY_AFTER = {"Retry-After": "1"}
 HTTP_FOR_STATUS = {"delivered": 200, "partial": 200, "dead_lettered": 202, "interrupted": 202}
+INTERRUPTED_ERROR = (
+    "interrupted: the router stopped while this signal was being dispatched; "
+    "a replay delivers it again with the same Idempotency-Key"
+)
 _CONTENT_TYPE = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 
@@ -58,8 +59,9 @@ class RoutePath:
         writer: GroupCommitWriter,
         pool: AsyncConnectionPool,
         metrics: Metrics,
-        route_keys: frozenset[str],
+        keys: ApiKeys,
         max_body_bytes: int,
+        outcome_timeout_s: float,
         max_in_flight: int = 4096,
     ) -> None:
         self._table = table
@@ -67,8 +69,9 @@ class RoutePath:
         self._writer = writer
         self._pool = pool
         self._metrics = metrics
-        self._keys = tuple(k.encode() for k in route_keys)
+        self._keys = keys
         self._max_body = max_body_bytes
+        self._outcome_timeout_s = outcome_timeout_s
         self._max_in_flight = max_in_flight
         self._in_flight = 0
 
@@ -112,7 +115,7 @@ class RoutePath:
             elif name == b"traceparent":
                 parent = value
         raw = await self._read_body(receive, length)
-        self._authenticate(api_key)
+        self._keys.require_route(api_key)
         try:
             signal = parse_signal(raw)
         except InvalidSignal as exc:
@@ -122,40 +125,48 @@ class RoutePath:
             parent.decode("latin-1") if parent is not None else None
         )
         fields.update(trace_id=trace_id, log_id=signal.log_id, kind=rule.kind)
-        self._metrics.received_by_kind[rule.kind].inc()
 
         if self._in_flight >= self._max_in_flight:
-            raise ApiError(503, "overloaded", "the router is shedding load", headers=RETRY_AFTER)
+            raise _overloaded()
         self._in_flight += 1
         try:
-            existing = await self._claim(signal, rule, trace_id)
+            claim = self._new_claim(signal, rule, trace_id)
+            existing = await self._claim(claim)
             if existing is not None:
                 return await self._answer_existing(signal, existing, started, fields)
-
-            outcomes = await self._dispatcher.dispatch(
-                rule.agents,
-                rule.mode,
-                orjson.dumps(
-                    {
-                        "log_id": signal.log_id,
-                        "sender_id": signal.sender_id,
-                        "kind": rule.kind,
-                        "payload": signal.payload,
-                        "metadata": signal.metadata,
-                        "timestamp": signal.timestamp,
-                    }
-                ),
-                log_id=signal.log_id,
-                traceparent=traceparent,
-                deadline_ms=rule.deadline_ms,
-            )
+            self._metrics.received_by_kind[rule.kind].inc()
+            try:
+                outcomes = await self._dispatcher.dispatch(
+                    rule.agents,
+                    rule.mode,
+                    orjson.dumps(
+                        {
+                            "log_id": signal.log_id,
+                            "sender_id": signal.sender_id,
+                            "kind": rule.kind,
+                            "payload": signal.payload,
+                            "metadata": signal.metadata,
+                            "timestamp": signal.timestamp,
+                        }
+                    ),
+                    log_id=signal.log_id,
+                    traceparent=traceparent,
+                    deadline_ms=rule.deadline_ms,
+                )
+            except asyncio.CancelledError:
+                # The server's drain ran out mid-dispatch: the agents may have it. Recorded as
+                # interrupted at once (the lane writes it even though nobody waits), so it is
+                # replayed without waiting for the claim to expire.
+                with contextlib.suppress(StoreError):
+                    self._writer.finish(_interrupted_outcome(claim, started), retry_for_s=1.0)
+                raise _cut_short() from None
             status, failed = _status_of(rule, outcomes)
             agents_json = [o.as_dict() for o in outcomes]
             # Serialized before the commit: an agent reply too deep to encode is dropped here
             # rather than failing the batch it would share.
             body = _answer_body(signal.log_id, rule.kind, status, trace_id, agents_json)
             outcome = Outcome(
-                log_id=signal.log_id,
+                claim=claim,
                 status=status,
                 response=agents_json,
                 attempts=sum(o.attempts for o in outcomes),
@@ -171,10 +182,8 @@ class RoutePath:
         finally:
             self._in_flight -= 1
 
-        if failed:
-            self._metrics.dlq_total.inc()
         self._metrics.outcome[status].inc()
-        self._metrics.latency_by_kind[rule.kind].observe(time.perf_counter() - started)
+        self._metrics.observe_latency(rule.kind, time.perf_counter() - started)
         fields["status"] = status
         return HTTP_FOR_STATUS[status], body, []
 
@@ -196,19 +205,8 @@ class RoutePath:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _authenticate(self, given: bytes | None) -> None:
-        """Constant-time comparison against every key, so timing reveals nothing."""
-        if not given:
-            raise ApiError(401, "unauthorized", "the X-API-Key header is required")
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(given, key)
-        if not matched:
-            raise ApiError(401, "unauthorized", "unknown API key")
-
-    async def _claim(self, signal: Signal, rule: Rule, trace_id: str) -> ExistingSignal | None:
-        """Record the signal before any agent hears of it; the database picks the log_id's owner."""
-        claim = Claim(
+    def _new_claim(self, signal: Signal, rule: Rule, trace_id: str) -> Claim:
+        return Claim(
             log_id=signal.log_id,
             sender_id=signal.sender_id,
             kind=rule.kind,
@@ -219,12 +217,41 @@ class RoutePath:
             routed_agents=rule.agent_names,
             trace_id=trace_id,
             payload_hash=signal.body_hash,
-            expires_in_s=rule.deadline_ms / 1000 + CLAIM_GRACE_S,
+            claim_token=secrets.token_hex(8),
+            expires_in_s=budget.claim_expiry_s(rule.deadline_ms, self._outcome_timeout_s),
         )
+
+    async def _claim(self, claim: Claim) -> ExistingSignal | None:
+        """Record the signal before any agent hears of it; the database picks the log_id's owner.
+
+        Whatever ends the wait (timeout, shutdown), a claim that was won but will not be
+        dispatched is removed, so a 503 here always means nothing will be sent.
+        """
+        future: asyncio.Future[ExistingSignal | None] | None = None
         try:
-            async with asyncio.timeout(CLAIM_TIMEOUT_S):
-                return await self._writer.claim(claim)
-        except (DatabaseUnavailable, TimeoutError):
+            future = self._writer.claim(claim, valid_for_s=budget.CLAIM_VALID_S)
+            async with asyncio.timeout(budget.CLAIM_WAIT_S):
+                return await future
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if (
+                future is not None
+                and future.done()
+                and not future.cancelled()
+                and future.exception() is None
+                and future.result() is None
+            ):
+                self._writer.void(claim)
+            if isinstance(exc, asyncio.CancelledError):
+                raise ApiError(
+                    503,
+                    "shutting_down",
+                    "the router is shutting down; nothing was dispatched",
+                    headers=RETRY_AFTER,
+                ) from None
+            raise _database_unavailable() from None
+        except Overloaded:
+            raise _overloaded() from None
+        except DatabaseUnavailable:
             raise _database_unavailable() from None
         except RejectedByDatabase as exc:
             raise ApiError(422, "unstorable", str(exc)) from None
@@ -232,20 +259,25 @@ class RoutePath:
             raise ApiError(503, "database_error", str(exc), headers=RETRY_AFTER) from None
 
     async def _commit_outcome(self, outcome: Outcome) -> None:
-        """Wait for the final row's commit: nothing is acknowledged that is not durable."""
+        """Wait for the final row's commit: nothing is acknowledged that is not durable.
+
+        The lane retries through an outage for the outcome timeout, and writes the row even
+        if this request stops waiting; it is a compare-and-set on this request's claim.
+        """
+        future = self._writer.finish(outcome, retry_for_s=self._outcome_timeout_s)
         try:
-            async with asyncio.timeout(OUTCOME_TIMEOUT_S):
-                await self._writer.finish(outcome)
+            async with asyncio.timeout(self._outcome_timeout_s + budget.STATEMENT_TIMEOUT_S):
+                recorded = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            raise _cut_short() from None
         except (StoreError, TimeoutError) as exc:
             # The claim stays in flight; once abandoned, the sweeper parks it in the DLQ and
             # a replay re-delivers it under the same Idempotency-Key.
-            raise ApiError(
-                503,
-                "outcome_not_recorded",
-                "the signal was dispatched but its outcome could not be recorded "
-                f"({exc or 'timeout'}); it will be recovered from its claim and replayed",
-                headers=RETRY_AFTER,
-            ) from None
+            raise _not_recorded(str(exc) or "timeout") from None
+        if not recorded.written:
+            raise _not_recorded("the signal's row is no longer this request's claim")
+        if recorded.dead_lettered:
+            self._metrics.dlq_total.inc()
 
     async def _answer_existing(
         self, signal: Signal, existing: ExistingSignal, started: float, fields: dict[str, Any]
@@ -272,7 +304,7 @@ class RoutePath:
         if agents is None:
             agents = [_interrupted(name) for name in existing.routed_agents]
         self._metrics.outcome["duplicate"].inc()
-        self._metrics.latency_by_kind[existing.kind].observe(time.perf_counter() - started)
+        self._metrics.observe_latency(existing.kind, time.perf_counter() - started)
         fields.update(status=status, duplicate=True, trace_id=existing.trace_id)
         body = {
             "log_id": existing.log_id,
@@ -287,7 +319,7 @@ class RoutePath:
     async def _take_over(self, existing: ExistingSignal) -> ExistingSignal:
         """An abandoned claim (its router died): sweep it to the DLQ, then answer what is stored."""
         try:
-            async with asyncio.timeout(CLAIM_TIMEOUT_S):
+            async with asyncio.timeout(budget.CLAIM_WAIT_S):
                 swept = await sweep_abandoned(self._pool)
                 rows = await fetch_existing(self._pool, [existing.log_id])
         except (StoreError, TimeoutError):
@@ -341,6 +373,20 @@ def _interrupted(agent: str) -> dict[str, Any]:
     }
 
 
+def _interrupted_outcome(claim: Claim, started: float) -> Outcome:
+    """The row of a dispatch cut short: every routed agent goes to the DLQ."""
+    return Outcome(
+        claim=claim,
+        status="interrupted",
+        response=[_interrupted(name) for name in claim.routed_agents],
+        attempts=0,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        dl_agents=list(claim.routed_agents),
+        dl_last_error=INTERRUPTED_ERROR,
+        dl_attempts=0,
+    )
+
+
 def _error_answer(exc: ApiError) -> Answer:
     body = orjson.dumps({"error": {"code": exc.code, "message": exc.message, "field": exc.field}})
     headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
@@ -349,6 +395,36 @@ def _error_answer(exc: ApiError) -> Answer:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+
+
+def _overloaded() -> ApiError:
+    return ApiError(
+        503,
+        "overloaded",
+        "the router is shedding load; nothing was dispatched",
+        headers=RETRY_AFTER,
+    )
+
+
+def _cut_short() -> ApiError:
+    return ApiError(
+        503,
+        "interrupted",
+        "the router stopped before this signal's outcome was confirmed; a retry of its log_id "
+        "gets the stored outcome, and what was not recorded is replayed with the same "
+        "Idempotency-Key",
+        headers=RETRY_AFTER,
+    )
+
+
+def _not_recorded(reason: str) -> ApiError:
+    return ApiError(
+        503,
+        "outcome_not_recorded",
+        f"the signal was dispatched but its outcome could not be recorded ({reason}); "
+        "it will be recovered from its claim and replayed",
+        headers=RETRY_AFTER,
+    )
 
 
 def _database_unavailable() -> ApiError:

@@ -84,6 +84,7 @@ class SignalRow:
     log_id: str
     status: str
     response: list[dict[str, Any]] | None
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +101,14 @@ class EntryUpdate:
 
 @dataclass(frozen=True, slots=True)
 class SignalUpdate:
-    """A log row after one replay: its status, merged outcomes, and the attempts made."""
+    """A log row after one replay: its status, merged outcomes, and the attempts made; written
+    only if the row is still as the replay read it (`read`), a compare-and-set."""
 
     log_id: str
     status: str
     response: str
     attempts: int
+    read: SignalRow
 
 
 class ClaimedBatch:
@@ -141,6 +144,8 @@ class ClaimedBatch:
                         "status": [u.status for u in signals],
                         "response": [u.response for u in signals],
                         "attempts": [u.attempts for u in signals],
+                        "read_status": [u.read.status for u in signals],
+                        "read_updated_at": [u.read.updated_at for u in signals],
                     },
                 )
 
@@ -302,7 +307,9 @@ async def _claim(
                     await cur.execute(
                         query("dlq_signal_rows"), {"log_ids": [e.log_id for e in entries]}
                     )
-                    signals = {r[0]: SignalRow(r[0], r[1], r[2]) for r in await cur.fetchall()}
+                    signals = {
+                        r[0]: SignalRow(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()
+                    }
             yield ClaimedBatch(conn, entries, signals)
 
 

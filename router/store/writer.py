@@ -1,8 +1,16 @@
-"""Group commit: queued claims and outcomes are each written as one statement per flush."""
+"""Group commit: queued claims and outcomes are each written as one statement per flush.
+
+The two lanes keep different promises. A claim is worth writing only while its caller still
+waits: one whose waiter gave up is never inserted (and one that committed too late is
+removed), because that caller was told 503, nothing dispatched. An outcome is the truth about
+a dispatch that happened, so it is written even when its waiter is gone, and retried through a
+database outage until its own time limit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,11 +22,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from router.metrics import Metrics
 from router.store.errors import DatabaseUnavailable, StoreError, wrap_database_errors
+from router.store.pool import DatabaseClock
 from router.store.queries import query
 
 log = structlog.get_logger("router.store.writer")
 
 MAX_BATCH = 256
+# Claims queued beyond this are refused at once (503 overloaded): during a stall a queue
+# that only grows holds memory and callers that will all time out anyway.
+MAX_QUEUED_CLAIMS = 2048
+# Between tries of an outcome batch while the database is away.
+RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+class Overloaded(StoreError):
+    """Too many claims are waiting for the database; nothing was recorded."""
 
 
 @dataclass(slots=True)
@@ -36,15 +54,18 @@ class Claim:
     routed_agents: list[str]
     trace_id: str
     payload_hash: str
+    claim_token: str
     expires_in_s: float
+    # Seconds, database clock; set by the writer from how long the caller will wait.
+    valid_before: float = 0.0
 
 
 @dataclass(slots=True)
 class Outcome:
-    """The final row of a signal; `dl_*` describe its DLQ entry when an agent failed (the
-    rest of the entry comes from the log row itself)."""
+    """The final row of a signal: its claim (so the row stands on its own) and what the
+    dispatch did; `dl_*` describe its DLQ entry when an agent failed."""
 
-    log_id: str
+    claim: Claim
     status: str
     response: list[dict[str, Any]]
     attempts: int
@@ -52,6 +73,14 @@ class Outcome:
     dl_agents: list[str] | None = None
     dl_last_error: str | None = None
     dl_attempts: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Recorded:
+    """What the outcome flush did with one outcome."""
+
+    written: bool  # False: the row is no longer this request's claim (nothing was changed)
+    dead_lettered: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,6 +105,7 @@ R = TypeVar("R")
 class _Item(Generic[W, R]):
     work: W
     future: asyncio.Future[R]
+    retry_until: float  # loop time; 0: never retried
 
 
 class _Lane(Generic[W, R]):
@@ -90,12 +120,17 @@ class _Lane(Generic[W, R]):
         name: str,
         flush: Callable[[list[_Item[W, R]]], Awaitable[None]],
         metrics: Metrics | None,
+        *,
         max_batch: int,
+        max_queued: int | None,
+        drop_abandoned: bool,
     ) -> None:
         self._name = name
         self._flush = flush
         self._metrics = metrics
         self._max_batch = max_batch
+        self._max_queued = max_queued
+        self._drop_abandoned = drop_abandoned
         self._queue: list[_Item[W, R]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -111,11 +146,15 @@ class _Lane(Generic[W, R]):
             await self._task
             self._task = None
 
-    def submit(self, work: W) -> asyncio.Future[R]:
+    def submit(self, work: W, *, retry_for_s: float = 0.0) -> asyncio.Future[R]:
         if self._closing:
             raise DatabaseUnavailable("the router is shutting down")
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(work, future))
+        if self._max_queued is not None and len(self._queue) >= self._max_queued:
+            raise Overloaded(Overloaded.__doc__)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        retry_until = loop.time() + retry_for_s if retry_for_s > 0 else 0.0
+        self._queue.append(_Item(work, future, retry_until))
         self._wakeup.set()
         return future
 
@@ -126,17 +165,38 @@ class _Lane(Generic[W, R]):
             while self._queue:
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-                await self._flush_safely(batch)
+                if self._drop_abandoned:
+                    # The waiter gave up (timeout, client gone): it answered already.
+                    batch = [item for item in batch if not item.future.done()]
+                if batch:
+                    await self._flush_retrying(batch)
             if self._closing:
                 return
 
-    async def _flush_safely(self, batch: list[_Item[W, R]]) -> None:
+    async def _flush_retrying(self, batch: list[_Item[W, R]]) -> None:
+        """Flush; while the database is away, retry the items whose time allows it."""
+        loop = asyncio.get_running_loop()
+        for backoff in itertools.chain(RETRY_BACKOFF_S, itertools.repeat(RETRY_BACKOFF_S[-1])):
+            error = await self._flush_safely(batch)
+            if error is None:
+                return
+            now = loop.time()
+            keep = [item for item in batch if item.retry_until > now + backoff]
+            _fail([item for item in batch if item.retry_until <= now + backoff], error)
+            if not keep:
+                return
+            log.warning("log_write_retrying", lane=self._name, rows=len(keep), error=str(error))
+            await asyncio.sleep(backoff)
+            batch = keep
+
+    async def _flush_safely(self, batch: list[_Item[W, R]]) -> DatabaseUnavailable | None:
+        """Flush once; the items are settled unless the database was away (then returned)."""
         started = time.perf_counter()
         try:
             with wrap_database_errors():
                 await self._flush(batch)
         except DatabaseUnavailable as exc:
-            _fail(batch, exc)
+            return exc
         except (StoreError, orjson.JSONEncodeError) as exc:
             # One row the database refused must not fail the others that shared its batch.
             if len(batch) == 1:
@@ -144,14 +204,17 @@ class _Lane(Generic[W, R]):
                 _fail(batch, exc)
             else:
                 for item in batch:
-                    await self._flush_safely([item])
-            return
+                    if (error := await self._flush_safely([item])) is not None:
+                        _fail([item], error)
+            return None
         except Exception as exc:  # a bug here must not leave waiters hanging forever
             log.exception("log_writer_crashed", lane=self._name)
             _fail(batch, StoreError(f"log writer failed: {exc!r}"))
+            return None
         if self._metrics is not None:
             self._metrics.commit_batch_size.observe(len(batch))
             self._metrics.commit_latency.observe(time.perf_counter() - started)
+        return None
 
 
 class GroupCommitWriter:
@@ -159,7 +222,8 @@ class GroupCommitWriter:
 
     Two lanes, so a claim never waits behind a durable commit: claims go through
     `claim_pool`, whose sessions commit with synchronous_commit=off (a claim guards against
-    the router dying, not the database); outcomes through `pool`, durably.
+    the router dying; the outcome does not depend on it surviving a database crash);
+    outcomes through `pool`, durably.
     """
 
     def __init__(
@@ -167,19 +231,32 @@ class GroupCommitWriter:
         pool: AsyncConnectionPool,
         *,
         claim_pool: AsyncConnectionPool | None = None,
+        clock: DatabaseClock | None = None,
         metrics: Metrics | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._pool = pool
         self._claim_pool = claim_pool or pool
+        self._clock = clock or DatabaseClock()
         self._claims: _Lane[Claim, ExistingSignal | None] = _Lane(
-            "claim-writer", self._flush_claims, metrics, max_batch
+            "claim-writer",
+            self._flush_claims,
+            metrics,
+            max_batch=max_batch,
+            max_queued=MAX_QUEUED_CLAIMS,
+            drop_abandoned=True,
         )
-        self._outcomes: _Lane[Outcome, None] = _Lane(
-            "outcome-writer", self._flush_outcomes, metrics, max_batch
+        self._outcomes: _Lane[Outcome, Recorded] = _Lane(
+            "outcome-writer",
+            self._flush_outcomes,
+            metrics,
+            max_batch=max_batch,
+            max_queued=None,  # bounded by the signals in flight, each with one outcome
+            drop_abandoned=False,
         )
         # Set after a flush that wrote DLQ entries, so dlq_backlog is refreshed soon after.
         self.dead_letters_written = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start both lanes on the running loop."""
@@ -187,17 +264,29 @@ class GroupCommitWriter:
         self._outcomes.start()
 
     async def stop(self) -> None:
-        """Flush what is queued, then end both lanes."""
+        """Flush what is queued (claims still awaited, every outcome), then end both lanes."""
         await self._claims.stop()
         await self._outcomes.stop()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def claim(self, claim: Claim) -> ExistingSignal | None:
-        """Record the claim; None when this request owns the log_id, else the existing row."""
-        return await self._claims.submit(claim)
+    def claim(self, claim: Claim, *, valid_for_s: float) -> asyncio.Future[ExistingSignal | None]:
+        """Queue the claim, to be inserted only within `valid_for_s`; the future gives None when
+        this request owns the log_id, else the existing row. Raises Overloaded at once when
+        too many claims wait already."""
+        claim.valid_before = self._clock.now() + valid_for_s
+        return self._claims.submit(claim)
 
-    async def finish(self, outcome: Outcome) -> None:
-        """Commit the final row (and DLQ entry); returns once it is durable."""
-        await self._outcomes.submit(outcome)
+    def void(self, claim: Claim) -> None:
+        """Remove a claim this request won but will not dispatch (its caller heard 503)."""
+        task = asyncio.create_task(self._void_quietly([claim]))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def finish(self, outcome: Outcome, *, retry_for_s: float) -> asyncio.Future[Recorded]:
+        """Queue the final row (and DLQ entry); it is written even if nobody awaits the result,
+        retried for `retry_for_s` while the database is away."""
+        return self._outcomes.submit(outcome, retry_for_s=retry_for_s)
 
     async def _flush_claims(self, batch: list[_Item[Claim, ExistingSignal | None]]) -> None:
         first: list[Claim] = []
@@ -210,34 +299,75 @@ class GroupCommitWriter:
         async with self._claim_pool.connection() as conn:
             cur = await conn.execute(query("claim_signals"), {"rows": orjson.dumps(first).decode()})
             won = {row[0] for row in await cur.fetchall()}
-        winners: set[int] = set()
+        winners: list[_Item[Claim, ExistingSignal | None]] = []
+        losers: list[_Item[Claim, ExistingSignal | None]] = []
         for item in batch:
             if item.work.log_id in won:
                 won.discard(item.work.log_id)
-                winners.add(id(item))
-        lost = [i.work.log_id for i in batch if id(i) not in winners]
-        existing = await fetch_existing(self._pool, lost) if lost else {}
-        for item in batch:
-            if not item.future.done():  # done: the waiter gave up (timeout, client gone)
-                item.future.set_result(
-                    None if id(item) in winners else existing.get(item.work.log_id)
-                )
-
-    async def _flush_outcomes(self, batch: list[_Item[Outcome, None]]) -> None:
-        outcomes = [i.work for i in batch]
-        params = {
-            "rows": orjson.dumps(outcomes).decode(),
-            "log_ids": [o.log_id for o in outcomes],
-            "delivered_ids": [o.log_id for o in outcomes if o.dl_agents is None],
-        }
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(query("finish_signals"), params)
-            counts = await cur.fetchone()
-        if counts is not None and (counts[1] or counts[2]):
-            self.dead_letters_written.set()
-        for item in batch:
+                winners.append(item)
+            else:
+                losers.append(item)
+        late = [item.work for item in winners if item.future.done()]
+        for item in winners:
             if not item.future.done():
                 item.future.set_result(None)
+        if late:
+            await self._void_quietly(late)
+        if losers:
+            await self._answer_losers(losers)
+
+    async def _void_quietly(self, claims: list[Claim]) -> None:
+        """Remove claims that committed after their waiters answered 503. Should this fail
+        too (the database is away), the claim expires and is swept: replayed, at least once."""
+        log.warning("late_claims_voided", count=len(claims))
+        params = {"log_ids": [c.log_id for c in claims], "tokens": [c.claim_token for c in claims]}
+        try:
+            with wrap_database_errors():
+                async with self._claim_pool.connection() as conn:
+                    await conn.execute(query("void_claims"), params)
+        except StoreError as exc:
+            log.error("late_claims_not_voided", count=len(claims), error=str(exc))
+
+    async def _answer_losers(self, losers: list[_Item[Claim, ExistingSignal | None]]) -> None:
+        try:
+            with wrap_database_errors():
+                existing = await fetch_existing(self._claim_pool, [i.work.log_id for i in losers])
+        except StoreError as exc:
+            _fail(losers, exc)
+            return
+        for item in losers:
+            if item.future.done():
+                continue
+            row = existing.get(item.work.log_id)
+            if row is None:
+                # Not inserted and not found: the claim arrived after its own validity.
+                item.future.set_exception(
+                    DatabaseUnavailable("the database did not record the claim in time")
+                )
+            else:
+                item.future.set_result(row)
+
+    async def _flush_outcomes(self, batch: list[_Item[Outcome, Recorded]]) -> None:
+        # One row per log_id in a statement (ON CONFLICT cannot touch a row twice); a second
+        # outcome of one claim is a bug, and the first one written wins.
+        seen: set[str] = set()
+        rows: list[Outcome] = []
+        for item in batch:
+            if item.work.claim.log_id not in seen:
+                seen.add(item.work.claim.log_id)
+                rows.append(item.work)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query("finish_signals"), {"rows": orjson.dumps(rows).decode()})
+            written = {row[0]: bool(row[1]) for row in await cur.fetchall()}
+        if any(written.values()):
+            self.dead_letters_written.set()
+        for item in batch:
+            log_id = item.work.claim.log_id
+            if log_id not in written:
+                log.error("outcome_not_written", log_id=log_id, reason="claim_lost_or_taken")
+            if not item.future.done():
+                item.future.set_result(Recorded(log_id in written, written.get(log_id, False)))
+            written.pop(log_id, None)
 
 
 async def fetch_existing(

@@ -9,6 +9,8 @@ from router.dispatch import AgentOutcome
 from router.replay_plan import MAX_LAST_ERROR, Attempt, merge_outcomes, plan
 from router.store.dlq import DlqEntry, SignalRow
 
+READ_AT = datetime(2026, 12, 1, tzinfo=UTC)
+
 
 def entry(agents: list[str], mode: str = "all", **changes: Any) -> DlqEntry:
     values: dict[str, Any] = {
@@ -40,7 +42,7 @@ def outcome(agent: str, ok: bool, attempts: int = 1, error: str | None = None) -
 def test_all_mode_success_resolves_and_marks_the_log_delivered() -> None:
     """Every listed agent succeeding resolves the entry and the log row becomes delivered."""
     stored = [outcome("alpha", True).as_dict(), outcome("beta", False, 3, "HTTP 503").as_dict()]
-    signal = SignalRow("sig-1", "partial", stored)
+    signal = SignalRow("sig-1", "partial", stored, READ_AT)
     result = plan(entry(["beta"]), Attempt([outcome("beta", True)]), signal, max_replays=5)
     assert result.entry.status == "resolved" and result.entry.agents == ["beta"]
     assert result.entry.attempts == 4 and result.entry.replay_count == 0
@@ -53,7 +55,7 @@ def test_all_mode_success_resolves_and_marks_the_log_delivered() -> None:
 def test_all_mode_partial_success_keeps_only_the_failing_agents() -> None:
     """Agents delivered by this replay leave the entry; the failure is counted."""
     attempt = Attempt([outcome("alpha", True), outcome("beta", False, 3, "HTTP 503")])
-    signal = SignalRow("sig-1", "dead_lettered", None)
+    signal = SignalRow("sig-1", "dead_lettered", None, READ_AT)
     result = plan(entry(["alpha", "beta"]), attempt, signal, max_replays=5)
     assert result.entry.status == "pending" and result.entry.agents == ["beta"]
     assert result.entry.replay_count == 1 and result.entry.last_error == "beta: HTTP 503"
@@ -91,7 +93,7 @@ def test_parks_after_max_replays_and_stays_parked() -> None:
 def test_an_entry_that_could_not_be_dispatched_is_parked_at_once() -> None:
     """An agent missing from the table parks the entry, its agents and log row untouched."""
     attempt = Attempt(error="agent zeta is not in the routing table", park=True)
-    signal = SignalRow("sig-1", "dead_lettered", None)
+    signal = SignalRow("sig-1", "dead_lettered", None, READ_AT)
     result = plan(entry(["zeta"]), attempt, signal, max_replays=5)
     assert result.entry.status == "parked" and result.entry.agents == ["zeta"]
     assert "zeta" in (result.entry.last_error or "") and result.signal is None

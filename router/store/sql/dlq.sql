@@ -63,7 +63,8 @@ SELECT id, status FROM dlq WHERE id = ANY(%(ids)s::bigint[])
 UPDATE dlq SET status = 'discarded' WHERE id = %(id)s
 
 -- name: dlq_signal_rows
-SELECT log_id, status, response FROM signal_log WHERE log_id = ANY(%(log_ids)s::text[])
+SELECT log_id, status, response, updated_at FROM signal_log
+WHERE log_id = ANY(%(log_ids)s::text[])
 
 -- name: dlq_settle
 -- last_attempt_at is the wall clock at settle time, not the transaction's start: a round
@@ -77,10 +78,13 @@ FROM unnest(%(id)s::bigint[], %(status)s::text[], %(agents)s::text[], %(last_err
 WHERE d.id = ANY(%(id)s::bigint[]) AND d.id = u.id
 
 -- name: dlq_settle_signals
--- A claim still in flight belongs to the route path; the replay never overwrites it.
+-- A compare-and-set on what the replay read when it claimed the entry: a row that changed
+-- since (or a claim still in flight, which belongs to the route path) is never overwritten.
 UPDATE signal_log AS s
 SET status = u.status, response = u.response::jsonb, attempts = s.attempts + u.attempts,
     updated_at = now()
-FROM unnest(%(log_id)s::text[], %(status)s::text[], %(response)s::text[], %(attempts)s::int[])
-     AS u(log_id, status, response, attempts)
+FROM unnest(%(log_id)s::text[], %(status)s::text[], %(response)s::text[], %(attempts)s::int[],
+            %(read_status)s::text[], %(read_updated_at)s::timestamptz[])
+     AS u(log_id, status, response, attempts, read_status, read_updated_at)
 WHERE s.log_id = ANY(%(log_id)s::text[]) AND s.log_id = u.log_id AND s.status <> 'in_flight'
+  AND s.status = u.read_status AND s.updated_at = u.read_updated_at

@@ -4,18 +4,28 @@
 -- name: claim_signals
 -- The claim is the signal's record, written before any agent hears of it. One statement
 -- claims a whole batch, its rows sent as one JSON array (one parameter to encode, not one
--- per column); a row that loses ON CONFLICT is not returned.
+-- per column); a row that loses ON CONFLICT is not returned. A row is inserted only while
+-- its waiter still waits (`valid_before`, on the database's clock): a claim held up by a
+-- stall can never land after its caller was told 503, nothing dispatched.
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, event_time,
-                        routed_agents, trace_id, payload_hash, claim_expires_at)
+                        routed_agents, trace_id, payload_hash, claim_token, claim_expires_at)
 SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata,
-       u.event_time, u.routed_agents, u.trace_id, u.payload_hash,
+       u.event_time, u.routed_agents, u.trace_id, u.payload_hash, u.claim_token,
        now() + make_interval(secs => u.expires_in_s)
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS u(log_id text, sender_id text, kind text, mode text, payload jsonb, metadata jsonb,
           event_time text, routed_agents jsonb, trace_id text, payload_hash text,
-          expires_in_s float8)
+          claim_token text, expires_in_s float8, valid_before float8)
+WHERE clock_timestamp() < to_timestamp(u.valid_before)
 ON CONFLICT (log_id) DO NOTHING
 RETURNING log_id
+
+-- name: void_claims
+-- Claims that committed after their waiter had given up (it answered 503): nothing was
+-- dispatched, so the claim is removed rather than left to be swept and replayed.
+DELETE FROM signal_log
+WHERE log_id = ANY(%(log_ids)s::text[]) AND claim_token = ANY(%(tokens)s::text[])
+  AND status = 'in_flight'
 
 -- name: existing_signals
 -- What a losing claim needs to answer: the stored outcome, or that it is still in flight.
@@ -25,46 +35,47 @@ FROM signal_log
 WHERE log_id = ANY(%(log_ids)s::text[])
 
 -- name: finish_signals
--- The final, durable rows of a batch in ONE statement (one round trip, one atomic commit):
--- the outcome replaces the claim; a DLQ entry is written for each outcome with failed
--- agents, its signal fields taken from the row itself; and an entry the sweeper made for a
--- signal that was delivered after all is resolved. DO NOTHING and SKIP LOCKED: a DLQ entry a
--- replayer holds never makes the group commit wait.
+-- The final, durable rows of a batch in ONE statement (one round trip, one atomic commit).
+-- Each outcome is the whole row, so it stands on its own: when a database crash took the
+-- unflushed claim with it, the row is inserted. Otherwise it replaces the claim only as a
+-- compare-and-set: still in flight and still this request's claim (its token), so nothing
+-- the sweeper or another request did is ever overwritten. A DLQ entry is written for each
+-- written outcome with failed agents. The result says, per log_id, what was written.
 WITH u AS (
-    SELECT *
+    SELECT c.*, o.status, o.response, o.attempts, o.latency_ms, o.dl_agents, o.dl_last_error,
+           o.dl_attempts
     FROM jsonb_to_recordset(%(rows)s::jsonb)
-         AS u(log_id text, status text, response jsonb, attempts int, latency_ms float8,
-              dl_agents jsonb, dl_last_error text, dl_attempts int)
+         AS o(claim jsonb, status text, response jsonb, attempts int, latency_ms float8,
+              dl_agents jsonb, dl_last_error text, dl_attempts int),
+         jsonb_to_record(o.claim)
+         AS c(log_id text, sender_id text, kind text, mode text, payload jsonb,
+              metadata jsonb, event_time text, routed_agents jsonb, trace_id text,
+              payload_hash text, claim_token text)
 ), finished AS (
-    UPDATE signal_log AS s
-    SET status = u.status, response = u.response, attempts = u.attempts,
-        latency_ms = u.latency_ms, claim_expires_at = NULL, updated_at = now()
+    INSERT INTO signal_log AS s (log_id, sender_id, kind, status, mode, payload, metadata,
+                                 event_time, routed_agents, trace_id, payload_hash,
+                                 claim_token, response, attempts, latency_ms)
+    SELECT log_id, sender_id, kind, status, mode, payload, metadata, event_time,
+           routed_agents, trace_id, payload_hash, claim_token, response, attempts, latency_ms
     FROM u
-    -- ANY(ids) on the primary key: the planner guesses 100 rows for jsonb_to_recordset and
-    -- would otherwise hash-join it against a sequential scan of the whole log.
-    WHERE s.log_id = ANY(%(log_ids)s::text[]) AND s.log_id = u.log_id
-    RETURNING s.log_id, s.sender_id, s.kind, s.mode, s.payload, s.metadata, s.event_time,
-              s.trace_id
+    ON CONFLICT (log_id) DO UPDATE
+    SET status = excluded.status, response = excluded.response,
+        attempts = excluded.attempts, latency_ms = excluded.latency_ms,
+        claim_expires_at = NULL, updated_at = now()
+    WHERE s.status = 'in_flight' AND s.claim_token = excluded.claim_token
+    RETURNING s.log_id
 ), lettered AS (
     INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, metadata, event_time,
                      trace_id, last_error, attempts)
-    SELECT f.log_id, f.sender_id, f.kind, u.dl_agents, f.mode, f.payload, f.metadata,
-           f.event_time, f.trace_id, u.dl_last_error, u.dl_attempts
+    SELECT u.log_id, u.sender_id, u.kind, u.dl_agents, u.mode, u.payload, u.metadata,
+           u.event_time, u.trace_id, u.dl_last_error, u.dl_attempts
     FROM finished AS f JOIN u USING (log_id)
     WHERE u.dl_agents IS NOT NULL
     ON CONFLICT (log_id) DO NOTHING
-    RETURNING id
-), resolved AS (
-    UPDATE dlq SET status = 'resolved', last_attempt_at = now()
-    WHERE id IN (
-        SELECT id FROM dlq
-        WHERE log_id = ANY(%(delivered_ids)s::text[]) AND status = 'pending'
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING id
+    RETURNING log_id
 )
-SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM lettered),
-       (SELECT count(*) FROM resolved)
+SELECT f.log_id, l.log_id IS NOT NULL AS lettered
+FROM finished AS f LEFT JOIN lettered AS l USING (log_id)
 
 -- name: sweep_abandoned
 -- Claims whose router died before their outcome was recorded go to the DLQ as interrupted,
