@@ -16,8 +16,9 @@ import orjson
 import tenacity
 from yarl import URL
 
+from router.model import AttemptKind, Mode
 from router.retry import RetryPolicy, is_retryable_status, parse_retry_after
-from router.routing import AgentConfig, Mode
+from router.routing import AgentConfig
 
 __all__ = [
     "AgentOutcome",
@@ -59,9 +60,9 @@ class AgentOutcome:
 
 
 class DispatchObserver(Protocol):
-    """Metrics hooks the dispatcher calls; attempt outcomes are those of `ATTEMPT_OUTCOMES`."""
+    """Metrics hooks the dispatcher calls."""
 
-    def attempt_finished(self, agent: str, outcome: str, seconds: float) -> None: ...
+    def attempt_finished(self, agent: str, outcome: AttemptKind, seconds: float) -> None: ...
     def retry(self, agent: str) -> None: ...
     def agent_failed(self, agent: str) -> None: ...
     def inflight(self, agent: str, delta: int) -> None: ...
@@ -70,7 +71,7 @@ class DispatchObserver(Protocol):
 class NullObserver:
     """An observer that records nothing."""
 
-    def attempt_finished(self, agent: str, outcome: str, seconds: float) -> None:
+    def attempt_finished(self, agent: str, outcome: AttemptKind, seconds: float) -> None:
         """Ignore an attempt."""
 
     def retry(self, agent: str) -> None:
@@ -342,6 +343,7 @@ class Dispatcher:
             observer.retry(name)
         d.retry_after = None
         retryable = False
+        kind: AttemptKind
         observer.inflight(name, 1)
         try:
             # A redirect is the agent's answer, not an invitation to re-POST elsewhere.

@@ -17,6 +17,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 
+from router.model import ATTEMPT_KINDS, AttemptKind
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Fine below 10 ms so a 5 ms p50 SLO can be read off the buckets.
@@ -40,7 +42,6 @@ LATENCY_BUCKETS = (
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 OUTCOMES = ("delivered", "partial", "dead_lettered", "duplicate", "rejected")
-ATTEMPT_OUTCOMES = ("ok", "http_4xx", "http_5xx", "http_429", "timeout", "connection_error")
 # Every status POST /route answers with, so each series exists (at zero) from the start.
 ROUTE_CODES = (200, 202, 400, 401, 409, 413, 422, 503)
 # Files of gauges whose value belongs to one live process: `gauge_livesum_1234.db`.
@@ -198,7 +199,7 @@ class Metrics:
         self.outcome = {o: self.signal_outcomes.labels(o) for o in OUTCOMES}
         self.responses_by_code = {c: self.route_responses.labels(str(c)) for c in ROUTE_CODES}
         self.attempt_latency = {
-            (a, o): self.agent_latency.labels(a, o) for a in self.agents for o in ATTEMPT_OUTCOMES
+            (a, o): self.agent_latency.labels(a, o) for a in self.agents for o in ATTEMPT_KINDS
         }
 
     def responded(self, status_code: int) -> None:
@@ -223,7 +224,7 @@ class Metrics:
         self.pool_waiting.set(stats.get("requests_waiting", 0))
 
     # DispatchObserver: the dispatcher reports each attempt through these.
-    def attempt_finished(self, agent: str, outcome: str, seconds: float) -> None:
+    def attempt_finished(self, agent: str, outcome: AttemptKind, seconds: float) -> None:
         """Record one attempt's duration."""
         child = self.attempt_latency.get((agent, outcome))
         if child is not None:

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from router.dispatch import Dispatcher, new_traceparent
 from router.replay_plan import Attempt, Plan, plan
-from router.routing import Mode, RoutingTable
+from router.routing import RoutingTable
 from router.store import dlq
 from router.store.dlq import ClaimedBatch, DlqEntry, DlqFilter
 
@@ -199,7 +199,6 @@ class Replayer:
                 park=True,
             )
         configs = [agent for agent in agents if agent is not None]
-        mode: Mode = "first_success" if entry.mode == "first_success" else "all"
         # The entry's trace continues with a new span; a malformed stored id starts a new trace.
         traceparent, _ = new_traceparent(f"00-{entry.trace_id}-{'0' * 15}1-01")
         try:
@@ -215,7 +214,7 @@ class Replayer:
             )
             outcomes = await self._dispatcher.dispatch(
                 configs,
-                mode,
+                entry.mode,
                 body,
                 log_id=entry.log_id,
                 traceparent=traceparent,

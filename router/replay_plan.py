@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from router.dispatch import AgentOutcome
+from router.model import LogStatus
 from router.store.dlq import DlqEntry, EntryUpdate, SignalRow, SignalUpdate
 
 MAX_LAST_ERROR = 1000
@@ -101,6 +102,7 @@ def _signal_update(
     if signal is None or not attempt.outcomes:
         return None
     merged = merge_outcomes(signal.response, attempt.outcomes)
+    status: LogStatus
     if update.status == "resolved":
         status = "delivered"
     elif entry.mode == "all" and any(item.get("ok") is True for item in merged):

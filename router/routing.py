@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
+
+from router.model import MODES, Mode
 
 __all__ = [
     "AgentConfig",
-    "Mode",
     "RoutingTable",
     "RoutingTableError",
     "Rule",
@@ -25,8 +26,6 @@ __all__ = [
     "parse_routing_table",
 ]
 
-Mode = Literal["all", "first_success"]
-MODES: tuple[Mode, ...] = ("all", "first_success")
 
 PACKAGED_SOURCE = "<packaged router/routes.toml>"
 

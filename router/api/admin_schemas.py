@@ -8,10 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from router.api.cursor import MAX_ID
+from router.model import DlqStatus, LogStatus, Mode
 from router.openapi import error_response
 
-LogStatus = Literal["in_flight", "delivered", "partial", "dead_lettered", "interrupted"]
-DlqStatus = Literal["pending", "resolved", "parked", "discarded"]
 # Agent names and kinds as the routing table allows them.
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")]
 MAX_REPLAY_BATCH = 1000
@@ -36,7 +35,7 @@ class LogItem(BaseModel):
     sender_id: str
     kind: str
     status: LogStatus
-    mode: Literal["all", "first_success"]
+    mode: Mode
     payload: dict[str, Any]
     metadata: dict[str, Any] | None
     event_time: str | None = Field(description="the signal's timestamp, as sent")
@@ -64,7 +63,7 @@ class DlqEntry(BaseModel):
     sender_id: str
     kind: str
     agents: list[str] = Field(description="the agents that still have to succeed")
-    mode: Literal["all", "first_success"]
+    mode: Mode
     payload: dict[str, Any]
     metadata: dict[str, Any] | None
     event_time: str | None

@@ -15,6 +15,7 @@ from router.api.cursor import MAX_ID, InvalidCursor, decode_dlq_cursor, encode_d
 from router.api.deps import pool_of, runtime_of, store_failed
 from router.api.errors import ApiError
 from router.api.params import choice_filter, json_response, text_filter
+from router.model import DLQ_STATUSES
 from router.openapi import error_response, json_content
 from router.replay import Replayer, ReplayResult
 from router.store import dlq
@@ -50,7 +51,7 @@ async def list_entries(
     status: Annotated[
         str | None,
         Query(
-            description="every status unless given", json_schema_extra={"enum": list(dlq.STATUSES)}
+            description="every status unless given", json_schema_extra={"enum": list(DLQ_STATUSES)}
         ),
     ] = None,
     agent: Annotated[str | None, Query(description="entries with this failed agent")] = None,
@@ -60,7 +61,7 @@ async def list_entries(
 ) -> Response:
     """A page of entries matching every filter given; empty parameters are ignored."""
     filters = dlq.DlqFilter(
-        status=choice_filter(status, "status", dlq.STATUSES),
+        status=choice_filter(status, "status", DLQ_STATUSES),
         agent=text_filter(agent, "agent"),
         kind=text_filter(kind, "kind"),
     )

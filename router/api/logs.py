@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, get_args
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from router.api.admin_schemas import ADMIN_ERRORS, LogItem, LogPage, LogStatus
+from router.api.admin_schemas import ADMIN_ERRORS, LogItem, LogPage
 from router.api.auth import require_admin
 from router.api.cursor import InvalidCursor, decode_log_cursor, encode_log_cursor
 from router.api.deps import pool_of, store_failed
 from router.api.errors import ApiError
 from router.api.params import choice_filter, json_response, text_filter, time_filter
+from router.model import LOG_STATUSES
 from router.openapi import error_response
 from router.signals import LOG_ID_RE
 from router.store import logs
 from router.store.errors import StoreError
-
-LOG_STATUSES: tuple[str, ...] = get_args(LogStatus)
 
 router = APIRouter(tags=["logs"], dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from starlette.responses import Response
@@ -12,6 +12,7 @@ from router.api.errors import JSON, ApiError
 from router.signals import RFC3339_RE
 
 MAX_FILTER_CHARS = 1000
+C = TypeVar("C", bound=str)
 
 
 def text_filter(value: str | None, field: str) -> str | None:
@@ -28,13 +29,14 @@ def text_filter(value: str | None, field: str) -> str | None:
     return value
 
 
-def choice_filter(value: str | None, field: str, choices: tuple[str, ...]) -> str | None:
+def choice_filter(value: str | None, field: str, choices: tuple[C, ...]) -> C | None:
     """One of `choices`; empty means none."""
     if not value:
         return None
-    if value not in choices:
-        raise ApiError(422, "invalid_filter", f"{field} must be one of {', '.join(choices)}", field)
-    return value
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise ApiError(422, "invalid_filter", f"{field} must be one of {', '.join(choices)}", field)
 
 
 def time_filter(value: str | None, field: str) -> datetime | None:

@@ -19,6 +19,7 @@ from router.api.auth import ApiKeys
 from router.api.errors import ApiError
 from router.dispatch import AgentOutcome, Dispatcher, new_traceparent
 from router.metrics import Metrics
+from router.model import HTTP_FOR_STATUS, FinalStatus
 from router.routing import RoutingTable, Rule
 from router.signals import InvalidSignal, Signal, parse_signal
 from router.store.errors import DatabaseUnavailable, RejectedByDatabase, StoreError
@@ -36,7 +37,6 @@ log = structlog.get_logger("router.route")
 
 MAX_LAST_ERROR = 1000
 RETRY_AFTER = {"Retry-After": "1"}
-HTTP_FOR_STATUS = {"delivered": 200, "partial": 200, "dead_lettered": 202, "interrupted": 202}
 INTERRUPTED_ERROR = (
     "interrupted: the router stopped while this signal was being dispatched; "
     "a replay delivers it again with the same Idempotency-Key"
@@ -330,7 +330,9 @@ class RoutePath:
         return rows.get(existing.log_id, existing)
 
 
-def _status_of(rule: Rule, outcomes: Sequence[AgentOutcome]) -> tuple[str, list[AgentOutcome]]:
+def _status_of(
+    rule: Rule, outcomes: Sequence[AgentOutcome]
+) -> tuple[FinalStatus, list[AgentOutcome]]:
     """delivered, partial or dead_lettered, and the agents that go to the DLQ."""
     succeeded = [o for o in outcomes if o.ok]
     if rule.mode == "first_success":

@@ -13,12 +13,11 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
+from router.model import DlqStatus, LogStatus, Mode
 from router.store.errors import wrap_database_errors
 from router.store.jsonb import use_orjson
 from router.store.queries import query
 from router.store.reads import compose_select, fetch_dicts
-
-STATUSES = ("pending", "resolved", "parked", "discarded")
 
 
 class EntryBusy(Exception):
@@ -34,7 +33,7 @@ class DlqEntry:
     sender_id: str
     kind: str
     agents: list[str]
-    mode: str
+    mode: Mode
     payload: Any
     metadata: Any
     event_time: str | None
@@ -42,7 +41,7 @@ class DlqEntry:
     last_error: str | None
     attempts: int
     replay_count: int
-    status: str
+    status: DlqStatus
     created_at: datetime
     last_attempt_at: datetime | None
 
@@ -72,7 +71,7 @@ class DlqEntry:
 class DlqFilter:
     """GET /dlq and bulk-replay filters; None means "any"."""
 
-    status: str | None = None
+    status: DlqStatus | None = None
     agent: str | None = None
     kind: str | None = None
 
@@ -82,7 +81,7 @@ class SignalRow:
     """What a replay needs of the signal's log row to update it."""
 
     log_id: str
-    status: str
+    status: LogStatus
     response: list[dict[str, Any]] | None
     updated_at: datetime
 
@@ -92,7 +91,7 @@ class EntryUpdate:
     """An entry after one replay: absolute values, the row being locked by its claim."""
 
     id: int
-    status: str
+    status: DlqStatus
     agents: list[str]
     last_error: str | None
     attempts: int
@@ -105,7 +104,7 @@ class SignalUpdate:
     only if the row is still as the replay read it (`read`), a compare-and-set."""
 
     log_id: str
-    status: str
+    status: LogStatus
     response: str
     attempts: int
     read: SignalRow

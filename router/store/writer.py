@@ -21,6 +21,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from router.metrics import Metrics
+from router.model import FinalStatus, LogStatus, Mode
 from router.store.errors import DatabaseUnavailable, StoreError, wrap_database_errors
 from router.store.pool import DatabaseClock
 from router.store.queries import query
@@ -47,7 +48,7 @@ class Claim:
     log_id: str
     sender_id: str
     kind: str
-    mode: str
+    mode: Mode
     payload: dict[str, Any]
     metadata: dict[str, Any] | None
     event_time: str | None
@@ -66,7 +67,7 @@ class Outcome:
     dispatch did; `dl_*` describe its DLQ entry when an agent failed."""
 
     claim: Claim
-    status: str
+    status: FinalStatus
     response: list[dict[str, Any]]
     attempts: int
     latency_ms: float
@@ -89,7 +90,7 @@ class ExistingSignal:
 
     log_id: str
     kind: str
-    status: str
+    status: LogStatus
     payload_hash: str
     trace_id: str
     routed_agents: list[str]

@@ -23,7 +23,8 @@ from router.dispatch import (
     create_client_session,
     new_traceparent,
 )
-from router.routing import AgentConfig, Mode
+from router.model import Mode
+from router.routing import AgentConfig
 
 BODY = orjson.dumps({"log_id": "sig-1", "sender_id": "u1", "kind": "k", "payload": {"m": "hé"}})
 LOG_ID = "sig-1"

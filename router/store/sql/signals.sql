@@ -38,7 +38,7 @@ WHERE log_id = ANY(%(log_ids)s::text[])
 -- The final, durable rows of a batch in ONE statement (one round trip, one atomic commit).
 -- Each outcome is the whole row, so it stands on its own: when a database crash took the
 -- unflushed claim with it, the row is inserted. Otherwise it replaces the claim only as a
--- compare-and-set: still in flight and still this request's claim (its token), so nothing
+-- compare-and-set: still this request's claim (its token) and still in flight, so nothing
 -- the sweeper or another request did is ever overwritten. A DLQ entry is written for each
 -- written outcome with failed agents. The result says, per log_id, what was written.
 WITH u AS (
@@ -62,7 +62,10 @@ WITH u AS (
     SET status = excluded.status, response = excluded.response,
         attempts = excluded.attempts, latency_ms = excluded.latency_ms,
         claim_expires_at = NULL, updated_at = now()
-    WHERE s.status = 'in_flight' AND s.claim_token = excluded.claim_token
+    -- Or already this very outcome: a retry after a commit whose answer was lost is a no-op
+    -- that reports success, not a conflict.
+    WHERE s.claim_token = excluded.claim_token
+      AND (s.status = 'in_flight' OR s.status = excluded.status)
     RETURNING s.log_id
 ), lettered AS (
     INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, metadata, event_time,
