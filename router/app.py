@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from router import budget, openapi
 from router.api import dlq, health, logs
 from router.api.auth import ApiKeys
-from router.api.errors import ApiError, install_error_handlers
+from router.api.errors import install_error_handlers, starting
 from router.api.route import RoutePath
 from router.dispatch import Dispatcher, create_client_session
 from router.embedded_db import resolve_database_url
@@ -92,7 +92,7 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
     async def route_signal(request: Request) -> Response:
         # Documents POST /route in the OpenAPI schema; requests are answered by _RouteFastPath
         # and reach this only before the lifespan has started the hot path.
-        raise ApiError(503, "starting", "the router is starting", headers={"Retry-After": "1"})
+        raise starting()
 
     app.add_api_route(
         "/route",

@@ -7,13 +7,10 @@ from typing import TYPE_CHECKING, cast
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
-from router.api.errors import ApiError
-from router.store.errors import StoreError
+from router.api.errors import starting
 
 if TYPE_CHECKING:
     from router.app import Runtime
-
-RETRY_AFTER = {"Retry-After": "1"}
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -25,10 +22,5 @@ def pool_of(request: Request) -> AsyncConnectionPool:
     """The app's pool; 503 before the lifespan opened it."""
     pool = runtime_of(request).pool
     if pool is None:
-        raise ApiError(503, "database_unavailable", "the router is starting", headers=RETRY_AFTER)
+        raise starting()
     return pool
-
-
-def store_failed(exc: StoreError) -> ApiError:
-    """A database failure as the caller sees it: 503, try again."""
-    return ApiError(503, "database_unavailable", str(exc), headers=RETRY_AFTER)

@@ -12,8 +12,8 @@ from starlette.responses import Response
 from router.api import admin_schemas as schemas
 from router.api.auth import require_admin
 from router.api.cursor import MAX_ID, InvalidCursor, decode_dlq_cursor, encode_dlq_cursor
-from router.api.deps import pool_of, runtime_of, store_failed
-from router.api.errors import ApiError
+from router.api.deps import pool_of, runtime_of
+from router.api.errors import ApiError, from_store_error, retry_later, starting
 from router.api.params import choice_filter, json_response, text_filter
 from router.model import DLQ_STATUSES
 from router.openapi import error_response, json_content
@@ -76,7 +76,7 @@ async def list_entries(
             pool_of(request), filters, limit=limit + 1, before_id=before_id
         )
     except StoreError as exc:
-        raise store_failed(exc) from None
+        raise from_store_error(exc) from None
     next_cursor = None
     if len(entries) > limit:
         entries = entries[:limit]
@@ -106,7 +106,7 @@ async def replay(request: Request) -> Response:
     body = await _replay_request(request)
     runtime = runtime_of(request)
     if runtime.replay_dispatcher is None or runtime.replay_pool is None:
-        raise ApiError(503, "starting", "the router is starting", headers={"Retry-After": "1"})
+        raise starting()
     replayer = Replayer(
         runtime.replay_pool,
         runtime.replay_dispatcher,
@@ -122,7 +122,7 @@ async def replay(request: Request) -> Response:
             limit = body.limit or DEFAULT_REPLAY_LIMIT
             result = await replayer.replay_pending(filters, limit=limit, dry_run=body.dry_run)
     except StoreError as exc:
-        raise store_failed(exc) from None
+        raise from_store_error(exc) from None
     finally:
         await _refresh_backlog(request)
     return json_response(_result_body(result))
@@ -143,7 +143,7 @@ async def get_entry(request: Request, entry_id: EntryId) -> Response:
     try:
         entry = await dlq.fetch_one(pool_of(request), entry_id)
     except StoreError as exc:
-        raise store_failed(exc) from None
+        raise from_store_error(exc) from None
     if entry is None:
         raise _not_found()
     return json_response(entry.as_dict())
@@ -165,9 +165,9 @@ async def discard_entry(request: Request, entry_id: EntryId) -> Response:
     try:
         entry = await dlq.discard(pool_of(request), entry_id)
     except dlq.EntryBusy as exc:
-        raise ApiError(409, "in_progress", str(exc), headers={"Retry-After": "1"}) from None
+        raise retry_later("in_progress", str(exc), status=409) from None
     except StoreError as exc:
-        raise store_failed(exc) from None
+        raise from_store_error(exc) from None
     finally:
         await _refresh_backlog(request)
     if entry is None:

@@ -11,9 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from router.store.errors import DatabaseUnavailable, Overloaded, RejectedByDatabase, StoreError
+
 log = structlog.get_logger("router.api")
 
 JSON = "application/json"
+# Every "try again" answer says when; one second is what the router's own recovery needs.
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 class ApiError(Exception):
@@ -35,6 +39,32 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def error_body(code: str, message: str, field: str | None = None) -> bytes:
+    """The contract's error body; the one place it is built."""
+    return orjson.dumps({"error": {"code": code, "message": message, "field": field}})
+
+
+def retry_later(code: str, message: str, status: int = 503) -> ApiError:
+    """An answer that tells the client to come back (`Retry-After`)."""
+    return ApiError(status, code, message, headers=RETRY_AFTER)
+
+
+def starting() -> ApiError:
+    """A request that arrived before the lifespan finished opening the runtime."""
+    return retry_later("starting", "the router is starting")
+
+
+def from_store_error(exc: StoreError) -> ApiError:
+    """A database failure as the caller sees it, one code per meaning."""
+    if isinstance(exc, RejectedByDatabase):
+        return ApiError(422, "unstorable", str(exc))
+    if isinstance(exc, Overloaded):
+        return retry_later("overloaded", "the router is shedding load; nothing was dispatched")
+    if isinstance(exc, DatabaseUnavailable):
+        return retry_later("database_unavailable", str(exc))
+    return retry_later("database_error", str(exc))
+
+
 def error_response(
     status: int,
     code: str,
@@ -43,8 +73,9 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """`{"error": {"code", "message", "field"}}` with the given status."""
-    body = orjson.dumps({"error": {"code": code, "message": message, "field": field}})
-    return Response(body, status_code=status, media_type=JSON, headers=headers)
+    return Response(
+        error_body(code, message, field), status_code=status, media_type=JSON, headers=headers
+    )
 
 
 def api_error_response(exc: ApiError) -> Response:

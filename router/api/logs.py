@@ -10,8 +10,8 @@ from starlette.responses import Response
 from router.api.admin_schemas import ADMIN_ERRORS, LogItem, LogPage
 from router.api.auth import require_admin
 from router.api.cursor import InvalidCursor, decode_log_cursor, encode_log_cursor
-from router.api.deps import pool_of, store_failed
-from router.api.errors import ApiError
+from router.api.deps import pool_of
+from router.api.errors import ApiError, from_store_error
 from router.api.params import choice_filter, json_response, text_filter, time_filter
 from router.model import LOG_STATUSES
 from router.openapi import error_response
@@ -71,7 +71,7 @@ async def list_logs(
     try:
         rows = await logs.fetch_page(pool_of(request), filters, limit=limit + 1, after=after)
     except StoreError as exc:
-        raise store_failed(exc) from None
+        raise from_store_error(exc) from None
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -97,7 +97,7 @@ async def get_log(request: Request, log_id: str) -> Response:
         try:
             row = await logs.fetch_one(pool_of(request), log_id)
         except StoreError as exc:
-            raise store_failed(exc) from None
+            raise from_store_error(exc) from None
     if row is None:
         raise ApiError(404, "not_found", "no signal with this log_id", "log_id")
     return json_response(row)

@@ -16,27 +16,25 @@ from starlette.types import Receive, Scope, Send
 
 from router import budget
 from router.api.auth import ApiKeys
-from router.api.errors import ApiError
+from router.api.errors import ApiError, error_body, from_store_error, retry_later
 from router.dispatch import AgentOutcome, Dispatcher, new_traceparent
 from router.metrics import Metrics
 from router.model import HTTP_FOR_STATUS, FinalStatus
 from router.routing import RoutingTable, Rule
 from router.signals import InvalidSignal, Signal, parse_signal
-from router.store.errors import DatabaseUnavailable, RejectedByDatabase, StoreError
+from router.store.errors import DatabaseUnavailable, Overloaded, StoreError
 from router.store.recovery import sweep_abandoned
 from router.store.writer import (
     Claim,
     ExistingSignal,
     GroupCommitWriter,
     Outcome,
-    Overloaded,
     fetch_existing,
 )
 
 log = structlog.get_logger("router.route")
 
 MAX_LAST_ERROR = 1000
-RETRY_AFTER = {"Retry-After": "1"}
 INTERRUPTED_ERROR = (
     "interrupted: the router stopped while this signal was being dispatched; "
     "a replay delivers it again with the same Idempotency-Key"
@@ -242,21 +240,14 @@ class RoutePath:
             ):
                 self._writer.void(claim)
             if isinstance(exc, asyncio.CancelledError):
-                raise ApiError(
-                    503,
-                    "shutting_down",
-                    "the router is shutting down; nothing was dispatched",
-                    headers=RETRY_AFTER,
+                raise retry_later(
+                    "shutting_down", "the router is shutting down; nothing was dispatched"
                 ) from None
             raise _database_unavailable() from None
-        except Overloaded:
-            raise _overloaded() from None
         except DatabaseUnavailable:
             raise _database_unavailable() from None
-        except RejectedByDatabase as exc:
-            raise ApiError(422, "unstorable", str(exc)) from None
         except StoreError as exc:
-            raise ApiError(503, "database_error", str(exc), headers=RETRY_AFTER) from None
+            raise from_store_error(exc) from None
 
     async def _commit_outcome(self, outcome: Outcome) -> None:
         """Wait for the final row's commit: nothing is acknowledged that is not durable.
@@ -390,7 +381,7 @@ def _interrupted_outcome(claim: Claim, started: float) -> Outcome:
 
 
 def _error_answer(exc: ApiError) -> Answer:
-    body = orjson.dumps({"error": {"code": exc.code, "message": exc.message, "field": exc.field}})
+    body = error_body(exc.code, exc.message, exc.field)
     headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
     return exc.status, body, headers
 
@@ -400,39 +391,27 @@ def _too_large(limit: int) -> ApiError:
 
 
 def _overloaded() -> ApiError:
-    return ApiError(
-        503,
-        "overloaded",
-        "the router is shedding load; nothing was dispatched",
-        headers=RETRY_AFTER,
-    )
+    return from_store_error(Overloaded(Overloaded.__doc__))
 
 
 def _cut_short() -> ApiError:
-    return ApiError(
-        503,
+    return retry_later(
         "interrupted",
         "the router stopped before this signal's outcome was confirmed; a retry of its log_id "
         "gets the stored outcome, and what was not recorded is replayed with the same "
         "Idempotency-Key",
-        headers=RETRY_AFTER,
     )
 
 
 def _not_recorded(reason: str) -> ApiError:
-    return ApiError(
-        503,
+    return retry_later(
         "outcome_not_recorded",
         f"the signal was dispatched but its outcome could not be recorded ({reason}); "
         "it will be recovered from its claim and replayed",
-        headers=RETRY_AFTER,
     )
 
 
 def _database_unavailable() -> ApiError:
-    return ApiError(
-        503,
-        "database_unavailable",
-        "the log database is unreachable; nothing was dispatched",
-        headers=RETRY_AFTER,
+    return from_store_error(
+        DatabaseUnavailable("the log database is unreachable; nothing was dispatched")
     )

@@ -17,6 +17,10 @@ class DatabaseUnavailable(StoreError):
     """PostgreSQL is unreachable or did not answer in time."""
 
 
+class Overloaded(StoreError):
+    """Too many claims are waiting for the database; nothing was recorded."""
+
+
 class RejectedByDatabase(StoreError):
     """PostgreSQL refused the data itself (a value it cannot store)."""
 

@@ -22,7 +22,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from router.metrics import Metrics
 from router.model import FinalStatus, LogStatus, Mode
-from router.store.errors import DatabaseUnavailable, StoreError, wrap_database_errors
+from router.store.errors import (
+    DatabaseUnavailable,
+    Overloaded,
+    StoreError,
+    wrap_database_errors,
+)
 from router.store.pool import DatabaseClock
 from router.store.queries import query
 
@@ -34,10 +39,6 @@ MAX_BATCH = 256
 MAX_QUEUED_CLAIMS = 2048
 # Between tries of an outcome batch while the database is away.
 RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-class Overloaded(StoreError):
-    """Too many claims are waiting for the database; nothing was recorded."""
 
 
 @dataclass(slots=True)
