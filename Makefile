@@ -10,7 +10,7 @@ USERS ?= 32
 HOST ?= http://127.0.0.1:8000
 DEV_API_KEY ?= dev-key
 
-.PHONY: dev test lint typecheck ops-check pytest migrate load load-faults replay-dlq bench bench-gate agents clean
+.PHONY: dev test lint typecheck ops-check pytest migrate load load-faults replay-dlq bench bench-gate agents clean chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -31,8 +31,8 @@ dev: $(STAMP)
 test: $(STAMP) lint typecheck ops-check pytest bench-gate
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check router tests migrations benches loadtest
-	$(BIN)/ruff check router tests migrations benches loadtest
+	$(BIN)/ruff format --check router tests migrations benches loadtest chaos
+	$(BIN)/ruff check router tests migrations benches loadtest chaos
 
 ## ops-check: promtool on the Prometheus config and rules, compose file validation.
 ops-check:
@@ -66,6 +66,10 @@ load: $(STAMP)
 ## load-faults: the same mix against a stack of its own whose agents fail 30 % of attempts.
 load-faults: $(STAMP)
 	$(BIN)/python -m loadtest.faults --signals $(N) --users $(USERS)
+
+## chaos: the fault suite, N passes over every fault (make chaos N=5); exit 1 on a violation.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos --passes $(if $(filter command line,$(origin N)),$(N),1)
 
 ## bench: micro benches, the full end-to-end gate and its self-test; figures in .router/bench.json.
 bench: $(STAMP)

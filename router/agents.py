@@ -121,7 +121,8 @@ class AgentSpec(NamedTuple):
     path: str = DEFAULT_PATH
 
 
-Record = tuple[str, str | None, str | None, Any, int | None]
+# (Idempotency-Key, X-Router-Attempt, traceparent, body, status answered, X-Router-Replay sent)
+Record = tuple[str, str | None, str | None, Any, int | None, bool]
 
 
 def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -192,6 +193,7 @@ class AgentState:
         key = headers.get("Idempotency-Key")
         attempt = headers.get("X-Router-Attempt")
         traceparent = headers.get("traceparent")
+        replay = headers.get("X-Router-Replay") == "1"
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -200,7 +202,7 @@ class AgentState:
         if not isinstance(body, dict):
             self._count(key or "")
             self.failed += 1
-            self.records.append((key or "", attempt, traceparent, None, 400))
+            self.records.append((key or "", attempt, traceparent, None, 400, replay))
             return _error(400, "invalid_json", "the body must be a JSON object")
 
         log_id = body.get("log_id")
@@ -210,7 +212,7 @@ class AgentState:
         behaviour = self.behaviour
 
         if behaviour.hang:
-            self.records.append((key, attempt, traceparent, body, None))
+            self.records.append((key, attempt, traceparent, body, None, replay))
             await self._hang()
             return _error(503, "shutting_down", "the agent is stopping")
 
@@ -222,7 +224,7 @@ class AgentState:
             status = behaviour.fail_status
         else:
             status = 200
-        self.records.append((key, attempt, traceparent, body, status))
+        self.records.append((key, attempt, traceparent, body, status, replay))
         ok = 200 <= status < 300
         if ok:
             self.succeeded += 1
@@ -275,8 +277,9 @@ class AgentState:
                     "traceparent": traceparent,
                     "body": body,
                     "status": status,
+                    "replay": replay,
                 }
-                for key, attempt, traceparent, body, status in self.records
+                for key, attempt, traceparent, body, status, replay in self.records
                 if only is None or key == only
             ]
         )

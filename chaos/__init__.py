@@ -1,0 +1,1 @@
+"""The fault suite: inject each fault against real processes, then check the whole history."""
