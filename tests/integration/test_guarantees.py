@@ -252,3 +252,28 @@ async def test_api_replays_do_not_feed_the_route_paths_metrics(
         assert samples(after, name) == samples(before, name), name
     assert samples(before, "retry_attempts_total")[(("agent", "alpha"),)] == 2
     assert len(fresh_agents["alpha"].requests()) == 6  # 3 routed, 3 replayed
+
+
+async def test_a_late_outcome_never_overwrites_a_sweep_nor_counts_twice(
+    router: RouterServer, fresh_agents: dict[str, AgentProcess]
+) -> None:
+    """Should a claim be swept while its request still runs (here forced by moving its
+    expiry), the request's outcome is not written over the sweep: the caller hears 503
+    outcome_not_recorded (never a 2xx), the row stays interrupted with one pending DLQ entry,
+    and dlq_total counts that entry once."""
+    fresh_agents["alpha"].behave(latency_ms=400, status=503)
+    task = asyncio.create_task(router.route(signal("solo", "swept-live")))
+    await wait_for_row(router, "swept-live", "in_flight")
+    router.query(
+        "UPDATE signal_log SET claim_expires_at = now() - interval '1 second'"
+        " WHERE log_id = 'swept-live' RETURNING 1"
+    )
+    await wait_for_row(router, "swept-live", "interrupted")
+    status, body, _ = await task
+    assert status == 503 and body["error"]["code"] == "outcome_not_recorded", body
+    assert router.query("SELECT status FROM signal_log WHERE log_id = 'swept-live'") == [
+        ("interrupted",)
+    ]
+    assert router.query("SELECT status FROM dlq WHERE log_id = 'swept-live'") == [("pending",)]
+    text = (await router.get("/metrics", key=None))[1]
+    assert samples(text, "dlq_total")[()] == 1
