@@ -116,6 +116,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool)
 
     import uvicorn
 
+    from router.http_protocol import HTTP_PROTOCOL
+    from router.logging import uvicorn_log_config
+
     uvicorn.run(
         "router.asgi:app_from_env",
         factory=True,
@@ -125,9 +128,17 @@ def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool)
         reload=reload,
         reload_dirs=["router"] if reload else None,
         loop="uvloop",
-        http="httptools",
+        # httptools, with uvicorn's own 400/500/503 answers in the contract's JSON shape; by
+        # import path, as each worker imports it.
+        http=HTTP_PROTOCOL,
+        # No WebSocket endpoint: an upgrade request is answered as HTTP (JSON), not with
+        # the WebSocket implementation's empty 403.
+        ws="none",
         lifespan="on",
         access_log=False,
+        # uvicorn's lines rendered like the router's (JSON with LOG_FORMAT=json), in every
+        # process it starts.
+        log_config=uvicorn_log_config(settings.log_level, settings.log_format),
         log_level=settings.log_level,
         timeout_graceful_shutdown=_shutdown_grace_s(settings, table),
     )

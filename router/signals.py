@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import itertools
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -24,6 +26,16 @@ RFC3339_RE = re.compile(
 
 # Receive-time log_ids must differ even for two signals in the same nanosecond.
 _sequence = itertools.count()
+
+# orjson keeps an integer within [-2**63, 2**64-1] and parses any other number as a double.
+# A literal of at most 15 significant digits in a double's normal range always comes back
+# from a double as the same number. Only a run of 16+ digits and dots, or a negative exponent
+# of 3+ digits (a subnormal or an underflow to 0), can be a number a double does not keep.
+# `translate` shapes the body in C (digits and dots become 0, E becomes e) so two substring
+# searches find either; a hit elsewhere (in a string, say) only costs the exact re-check.
+_NUMBER_SHAPE = bytes.maketrans(b"123456789.E", b"0000000000e")
+_LONG_RUN = b"0" * 16
+_TINY_EXPONENT = b"e-000"
 
 
 class InvalidSignal(Exception):
@@ -86,13 +98,17 @@ def parse_signal(raw: bytes) -> Signal:
     if type(payload) is not dict:
         raise InvalidSignal(422, "invalid_type", "payload must be a JSON object", "payload")
     strings: list[str] = []
-    _check_storable(payload, "payload", strings)
+    floats = _check_storable(payload, "payload", strings)
 
     metadata = body.get("metadata")
     if metadata is not None:
         if type(metadata) is not dict:
             raise InvalidSignal(422, "invalid_type", "metadata must be a JSON object", "metadata")
-        _check_storable(metadata, "metadata", None)
+        floats = _check_storable(metadata, "metadata", None) or floats
+    # Only a double can stand for a number orjson did not keep exactly (it parses an integer
+    # beyond 64 bits as one), so a document without one, the common case, is done.
+    if floats and _may_be_inexact(raw):
+        _check_exact_numbers(raw, payload, metadata)
 
     timestamp = body.get("timestamp")
     if timestamp is not None:
@@ -125,11 +141,15 @@ def derive_log_id(sender_id: str, timestamp: str | None, payload: dict[str, Any]
     return f"sig-{digest[:40]}"
 
 
-def _check_storable(value: Any, root: str, strings: list[str] | None) -> None:
-    """PostgreSQL cannot store NUL in text or jsonb; collect string values for classification."""
+def _check_storable(value: Any, root: str, strings: list[str] | None) -> bool:
+    """PostgreSQL cannot store NUL in text or jsonb; collect string values for classification.
+
+    Returns whether the document holds a float (see _check_exact_numbers).
+    """
     # Iterative, so a deep document cannot exhaust Python's recursion limit.
     stack: list[tuple[Any, int]] = [(value, 1)]
     pop, push = stack.pop, stack.append
+    floats = False
     while stack:
         item, depth = pop()
         kind = type(item)
@@ -153,6 +173,9 @@ def _check_storable(value: Any, root: str, strings: list[str] | None) -> None:
             # Reversed so strings are collected in document order.
             for child in reversed(children):
                 push((child, depth + 1))
+        elif kind is float:
+            floats = True
+    return floats
 
 
 def _raise_unstorable(value: Any, root: str) -> None:
@@ -170,6 +193,90 @@ def _raise_unstorable(value: Any, root: str) -> None:
             stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
     path = path[:300]
     raise InvalidSignal(422, "unstorable", f"{path} contains a NUL character", path)
+
+
+def _may_be_inexact(raw: bytes) -> bool:
+    """Whether the body could hold a number literal a double does not keep (C speed)."""
+    shape = raw.translate(_NUMBER_SHAPE)
+    # find, not `in`: bytes.__contains__ first tries its operand as an int, at a cost.
+    return shape.find(_LONG_RUN) >= 0 or shape.find(_TINY_EXPONENT) >= 0
+
+
+def _check_exact_numbers(raw: bytes, payload: Any, metadata: Any) -> None:
+    """Refuse a payload or metadata holding a number orjson did not keep exactly.
+
+    Whether a literal is kept depends on the literal alone, so the stdlib parser serves to
+    list every number literal of the body as written (it skips strings); orjson then parses
+    and writes them back all at once: an integer must stay an integer (within [-2**63,
+    2**64-1]), a decimal's text must come back equal as a Decimal.
+    """
+    decimals: list[str] = []
+    integers: list[str] = []
+    try:
+        json.loads(raw, parse_float=decimals.append, parse_int=integers.append)
+    except (ValueError, RecursionError):  # orjson took it, so never expected
+        raise InvalidSignal(
+            422, "inexact_number", "the body's numbers could not be checked for exactness"
+        ) from None
+    if _integers_kept(integers) and _decimals_kept(decimals):
+        return
+    # Slow, only on the error path: the literals again, in place, to name the first one.
+    written = json.loads(raw, parse_float=_DecimalLiteral, parse_int=_IntegerLiteral)
+    for root, fast in (("payload", payload), ("metadata", metadata)):
+        if fast is not None:
+            _refuse_inexact(fast, written[root], root)
+    # Otherwise the literal was elsewhere (a repeated key's overwritten value, say): what the
+    # router stores and forwards is exact.
+
+
+def _integers_kept(literals: list[str]) -> bool:
+    # 19 characters at most, sign included, is always within [-2**63, 2**64-1].
+    if not literals or max(map(len, literals)) < 20:
+        return True
+    return float not in set(map(type, orjson.loads(f"[{','.join(literals)}]")))
+
+
+def _decimals_kept(literals: list[str]) -> bool:
+    if not literals:
+        return True
+    # What orjson makes of each, written back: what the signal is stored and forwarded as.
+    texts = orjson.dumps(orjson.loads(f"[{','.join(literals)}]"))[1:-1].decode().split(",")
+    return texts == literals or all(
+        text == literal or decimal.Decimal(text) == decimal.Decimal(literal)
+        for text, literal in zip(texts, literals, strict=True)
+    )
+
+
+class _DecimalLiteral(str):
+    """A decimal number's literal as written."""
+
+
+class _IntegerLiteral(str):
+    """An integer's literal as written."""
+
+
+def _refuse_inexact(fast: Any, written: Any, root: str) -> None:
+    """Raise for the first number of `fast` (orjson's) that is not its literal in `written`."""
+    stack: list[tuple[Any, Any, str]] = [(fast, written, root)]
+    while stack:
+        got, literal, path = stack.pop()
+        if type(got) is dict:
+            stack.extend((v, literal[k], f"{path}.{k}") for k, v in reversed(got.items()))
+        elif type(got) is list:
+            stack.extend((v, literal[i], f"{path}[{i}]") for i, v in reversed(list(enumerate(got))))
+        elif type(got) is float and (
+            type(literal) is _IntegerLiteral or not _decimals_kept([literal])
+        ):
+            path = path[:300]
+            shown = literal if len(literal) <= 40 else f"{literal[:40]}... ({len(literal)} chars)"
+            raise InvalidSignal(
+                422,
+                "inexact_number",
+                f"{path} is the number {shown}, which the router cannot store and forward"
+                " exactly: it keeps integers within [-2**63, 2**64-1] and decimals as doubles"
+                f" (this one would become {orjson.dumps(got).decode()})",
+                path,
+            )
 
 
 def _check_timestamp(value: Any) -> None:

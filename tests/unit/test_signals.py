@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -143,3 +145,87 @@ def test_null_optional_fields_mean_absent() -> None:
         {"sender_id": "u", "payload": {}, "metadata": None, "timestamp": None, "log_id": None}
     )
     assert s.metadata is None and s.timestamp is None and s.log_id.startswith("sig-")
+
+
+def _numbers(payload: bytes, metadata: bytes = b"null") -> bytes:
+    return b'{"sender_id":"u","payload":' + payload + b',"metadata":' + metadata + b"}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "number"),
+    [
+        # Beyond 64 bits: orjson makes a double of it (1.8446744073709552e+19).
+        (
+            _numbers(b'{"items":[1,2,{"n":18446744073709551617}]}'),
+            "payload.items[2].n",
+            "18446744073709551617",
+        ),
+        (_numbers(b'{"n":-9223372036854775809}'), "payload.n", "-9223372036854775809"),
+        # A double holds 1e20 exactly, but it would be forwarded as a decimal, not an integer.
+        (_numbers(b'{"n":100000000000000000000}'), "payload.n", "100000000000000000000"),
+        # More digits than a double keeps: it would become 0.1.
+        (
+            _numbers(b"{}", b'{"x":{"y":[0.10000000000000001]}}'),
+            "metadata.x.y[0]",
+            "0.10000000000000001",
+        ),
+        # Below the smallest double: it would become 0.0; subnormal: fewer digits kept.
+        (_numbers(b'{"n":1e-400}'), "payload.n", "1e-400"),
+        (_numbers(b'{"n":1.23456789012345E-320}'), "payload.n", "1.23456789012345E-320"),
+        # The first inexact one is named.
+        (
+            _numbers(b'{"a":1.5,"b":[12345678901234567890123,0.1000000000000000055]}'),
+            "payload.b[0]",
+            "12345678901234567890123",
+        ),
+    ],
+)
+def test_number_the_router_cannot_keep_is_refused_naming_it(
+    raw: bytes, field: str, number: str
+) -> None:
+    """An integer beyond 64 bits or a decimal a double does not keep: 422 inexact_number."""
+    err = refused(raw)
+    assert (err.status, err.code, err.field) == (422, "inexact_number", field)
+    assert number in err.message
+
+
+def test_inexact_number_message_is_clipped() -> None:
+    """A 300-digit integer is named by its first digits and its length, not whole."""
+    err = refused(_numbers(b'{"n":' + b"9" * 300 + b"}"))
+    assert err.code == "inexact_number" and err.field == "payload.n"
+    assert "9" * 40 + "... (300 chars)" in err.message and "9" * 41 not in err.message
+
+
+def _values(raw: bytes) -> Any:
+    """A document with each number as its type and exact value (1.0 is not 1, nor 1e20)."""
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            return (type(value).__name__, value)
+        return value
+
+    return typed(json.loads(raw, parse_float=Decimal))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"n":18446744073709551615,"m":-9223372036854775808,"k":9007199254740993}',
+        b'{"a":0.30000000000000004,"b":5e-324,"c":2.2250738585072014e-308,"d":1.7976931348623157e308}',
+        # Equal as values to what orjson writes back (1.0, 100.0, 1.5).
+        b'{"a":1.0000000000000000000,"b":1E2,"c":1.50000000000000000000e0,"d":-0.0}',
+        # Long digit runs in strings only send the body down the exact re-check.
+        b'{"s":"12345678901234567890","t":"1e-400","f":0.5}',
+        # A repeated key keeps its last value, and that one is exact.
+        b'{"n":0.10000000000000001,"n":0.25}',
+    ],
+)
+def test_numbers_the_router_keeps_are_kept_exactly(payload: bytes) -> None:
+    """Accepted numbers re-serialize (as orjson stores and forwards them) to the same values."""
+    signal = parse_signal(_numbers(payload, payload))
+    assert _values(orjson.dumps(signal.payload)) == _values(payload)
+    assert _values(orjson.dumps(signal.metadata)) == _values(payload)
