@@ -567,7 +567,7 @@ async def test_cancelled_dispatch_releases_everything(
 async def test_cancel_during_retry_backoff(
     serve_agent: ServeAgent, session: aiohttp.ClientSession
 ) -> None:
-    """Cancellation while the retry loop sleeps propagates out of tenacity untouched."""
+    """Cancellation while the retry loop sleeps propagates out of the loop untouched."""
     agent = await serve_agent(reply(500))
     a = config(agent.url, max_attempts=5)
     observer = RecordingObserver()
