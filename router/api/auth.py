@@ -73,7 +73,7 @@ async def require_admin(
     request: Request, api_key: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> None:
     """Let the request through only with an admin key (FastAPI dependency)."""
-    keys: ApiKeys = request.app.state.runtime.keys
+    keys: ApiKeys = request.app.state.config.keys
     keys.require_admin(header_key(request.scope["headers"]))
 
 

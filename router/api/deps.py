@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
 from router.api.errors import starting
+from router.runtime import AppConfig, Runtime
 
-if TYPE_CHECKING:
-    from router.app import Runtime
+
+def config_of(request: Request) -> AppConfig:
+    """What create_app built: settings, table, metrics, keys."""
+    config: AppConfig = request.app.state.config
+    return config
 
 
 def runtime_of(request: Request) -> Runtime:
-    """The app's Runtime (set by create_app)."""
-    return cast("Runtime", request.app.state.runtime)
+    """The open runtime; 503 starting before the lifespan has opened it."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise starting()
+    return runtime
 
 
 def pool_of(request: Request) -> AsyncConnectionPool:
-    """The app's pool; 503 before the lifespan opened it."""
-    pool = runtime_of(request).pool
-    if pool is None:
-        raise starting()
-    return pool
+    """The route path's pool (reads of the admin API share it)."""
+    return runtime_of(request).pool

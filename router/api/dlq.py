@@ -12,8 +12,8 @@ from starlette.responses import Response
 from router.api import admin_schemas as schemas
 from router.api.auth import require_admin
 from router.api.cursor import MAX_ID, InvalidCursor, decode_dlq_cursor, encode_dlq_cursor
-from router.api.deps import pool_of, runtime_of
-from router.api.errors import ApiError, from_store_error, retry_later, starting
+from router.api.deps import config_of, pool_of, runtime_of
+from router.api.errors import ApiError, from_store_error, retry_later
 from router.api.params import choice_filter, json_response, text_filter
 from router.model import DLQ_STATUSES
 from router.openapi import error_response, json_content
@@ -105,13 +105,11 @@ async def replay(request: Request) -> Response:
     """Re-dispatch to each entry's failed agents under its original log_id; resolve or park it."""
     body = await _replay_request(request)
     runtime = runtime_of(request)
-    if runtime.replay_dispatcher is None or runtime.replay_pool is None:
-        raise starting()
     replayer = Replayer(
         runtime.replay_pool,
         runtime.replay_dispatcher,
-        runtime.table,
-        max_replays=runtime.settings.dlq_max_replays,
+        runtime.config.table,
+        max_replays=runtime.config.settings.dlq_max_replays,
         workers=REPLAY_WORKERS,
     )
     try:
@@ -179,7 +177,7 @@ async def discard_entry(request: Request, entry_id: EntryId) -> Response:
 
 async def _replay_request(request: Request) -> schemas.ReplayRequest:
     """The body, read with a cap and validated only after the key was checked."""
-    cap = runtime_of(request).settings.max_body_bytes
+    cap = config_of(request).settings.max_body_bytes
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -217,10 +215,10 @@ def _result_body(result: ReplayResult) -> dict[str, Any]:
 
 async def _refresh_backlog(request: Request) -> None:
     """Set dlq_backlog from the table: a replay or discard just changed it."""
-    runtime = runtime_of(request)
-    if runtime.pool is not None:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None:
         with contextlib.suppress(StoreError):
-            runtime.metrics.dlq_backlog.set(await dlq_backlog(runtime.pool))
+            runtime.config.metrics.dlq_backlog.set(await dlq_backlog(runtime.pool))
 
 
 def _not_found() -> ApiError:

@@ -1,0 +1,135 @@
+"""The running router: what the lifespan opens, complete the moment it exists."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from router import budget
+from router.api.auth import ApiKeys
+from router.api.route import RoutePath
+from router.dispatch import Dispatcher, create_client_session
+from router.embedded_db import resolve_database_url
+from router.metrics import Metrics
+from router.routing import RoutingTable
+from router.settings import Settings
+from router.store.pool import DatabaseClock, open_pool
+from router.store.recovery import run_maintenance
+from router.store.writer import GroupCommitWriter
+
+log = structlog.get_logger("router.runtime")
+
+# Connections for replays: the API's concurrent replay calls (two batches each) beyond this
+# wait for one, never the route path.
+REPLAY_POOL_MAX = 4
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """What create_app builds before anything is opened: settings, table, metrics, keys."""
+
+    settings: Settings
+    table: RoutingTable
+    metrics: Metrics
+    keys: ApiKeys
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Pools, writer, client and tasks, all open; handlers get it whole or not at all."""
+
+    config: AppConfig
+    pool: AsyncConnectionPool
+    claim_pool: AsyncConnectionPool
+    # Replays hold a connection through whole dispatches: a pool of their own, so they can
+    # never starve the route path's outcome commits.
+    replay_pool: AsyncConnectionPool
+    session: aiohttp.ClientSession
+    writer: GroupCommitWriter
+    # Replays' own dispatcher: the route path's metrics (retries, failed deliveries) count
+    # the route path only, as with `router replay-dlq`.
+    replay_dispatcher: Dispatcher
+    route_path: RoutePath
+    maintenance: asyncio.Task[None]
+
+    async def close(self) -> None:
+        """Stop the tasks, flush the writer, close the client and the pools."""
+        self.maintenance.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.maintenance
+        await self.writer.stop()
+        await self.session.close()
+        for pool in (self.claim_pool, self.replay_pool, self.pool):
+            await pool.close()
+        log.info("router_stopped")
+
+
+async def open_runtime(config: AppConfig) -> Runtime:
+    """Open everything the router runs on; the database may be away (it heals later)."""
+    settings, table, metrics = config.settings, config.table, config.metrics
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    # wait=False: the router starts while the database is away and heals when it returns;
+    # /health/ready says which.
+    pool = await open_pool(
+        url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        wait=False,
+        statement_timeout_s=budget.STATEMENT_TIMEOUT_S,
+    )
+    clock = DatabaseClock()
+    claim_pool = await open_pool(
+        url,
+        min_size=1,
+        max_size=2,
+        wait=False,
+        synchronous_commit=False,
+        statement_timeout_s=budget.CLAIM_STATEMENT_TIMEOUT_S,
+        clock=clock,
+        name="router-claims",
+    )
+    replay_pool = await open_pool(
+        url, min_size=1, max_size=REPLAY_POOL_MAX, wait=False, name="router-replays"
+    )
+    session = create_client_session()
+    writer = GroupCommitWriter(pool, claim_pool=claim_pool, clock=clock, metrics=metrics)
+    writer.start()
+    agents = table.agents.values()
+    route_path = RoutePath(
+        table=table,
+        dispatcher=Dispatcher(session, agents, observer=metrics),
+        writer=writer,
+        pool=pool,
+        metrics=metrics,
+        keys=config.keys,
+        max_body_bytes=settings.max_body_bytes,
+        outcome_timeout_s=settings.outcome_timeout_s,
+    )
+    maintenance = asyncio.create_task(
+        run_maintenance(
+            pool,
+            metrics,
+            interval_s=settings.sweep_interval_s,
+            backlog_changed=writer.dead_letters_written,
+        ),
+        name="maintenance",
+    )
+    log.info(
+        "router_started", routes=table.source, kinds=list(table.kinds), agents=list(table.agents)
+    )
+    return Runtime(
+        config=config,
+        pool=pool,
+        claim_pool=claim_pool,
+        replay_pool=replay_pool,
+        session=session,
+        writer=writer,
+        replay_dispatcher=Dispatcher(session, agents),
+        route_path=route_path,
+        maintenance=maintenance,
+    )
