@@ -78,7 +78,8 @@ async def test_kill_9_under_load_loses_no_acknowledged_signal(
     routes.write_text(routes.read_text().replace("deadline_ms = 5000", "deadline_ms = 1000"))
     fresh_agents["alpha"].behave(latency_ms=150)
     port = free_port()
-    env = router_env(database_url, routes)
+    # A claim is abandoned after deadline + OUTCOME_TIMEOUT_MS + 5 s (router/budget.py): 8 s.
+    env = router_env(database_url, routes, OUTCOME_TIMEOUT_MS="2000")
     cmd = [sys.executable, "-m", "router", "serve", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -116,14 +117,14 @@ async def test_kill_9_under_load_loses_no_acknowledged_signal(
     in_flight = sorted(k for k, v in rows.items() if v == "in_flight")
     assert in_flight, "the kill left no claim in flight; the test proved nothing"
 
-    # A new router sweeps the abandoned claims once their deadline (1 s + 1 s grace) passes.
+    # A new router sweeps the abandoned claims once they expire (8 s after they were written).
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     try:
         await asyncio.to_thread(wait_http, f"{base}/health/ready", proc)
         retry_id = in_flight[0]
         async with aiohttp.ClientSession() as session:
             body = signal_body("solo", log_id=retry_id, timestamp="2026-11-23T00:00:00Z")
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 25
             while True:
                 async with session.post(
                     f"{base}/route", json=body, headers={"X-API-Key": API_KEY}
