@@ -14,8 +14,8 @@ import orjson
 
 from chaos.cluster import Cluster
 from chaos.history import INVARIANTS, Verdict
-from chaos.processes import ROOT
 from chaos.scenarios import DATABASE_FAULTS, SCALES, SCENARIOS, Stage
+from tests.support import ROOT
 
 EXAMPLES = 10
 

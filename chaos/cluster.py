@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from chaos.processes import free_port
+from tests.support import free_port
 
 
 def _bin_dir() -> Path:

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+# The test suite's process helpers serve the fault suite too: both start the same processes.
+from tests.support import ROOT, free_port, wait_http
+
 API_KEY = "chaos-key"
 ADMIN_KEY = "chaos-admin"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_json(method: str, url: str, body: Any = None, timeout: float = 30) -> Any:
@@ -34,18 +26,6 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 30) -> A
     with urllib.request.urlopen(request, timeout=timeout) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
 class Agent:

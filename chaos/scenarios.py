@@ -18,7 +18,8 @@ import psycopg
 from chaos.cluster import Cluster
 from chaos.history import Verdict, check, deliveries_of
 from chaos.load import Sent, run_load
-from chaos.processes import Agent, Router, free_port, http_json, migrate, replay_dlq
+from chaos.processes import Agent, Router, http_json, migrate, replay_dlq
+from tests.support import free_port
 
 ROUTES = """
 [defaults]
