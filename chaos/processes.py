@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # The test suite's process helpers serve the fault suite too: both start the same processes.
-from tests.support import ROOT, free_port, wait_http
+from tests.support import DEFAULT_BEHAVIOUR, ROOT, AgentProcess, free_port, wait_http
 
 API_KEY = "chaos-key"
 ADMIN_KEY = "chaos-admin"
@@ -28,47 +28,9 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 30) -> A
     return json.loads(raw) if raw else None
 
 
-class Agent:
-    """A `router agents` process; its records are every delivery it saw."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router.agents", "--port", str(self.port), "--name", name],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_http(f"{self.base}/health", self.proc)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.base}/handle"
-
-    def behave(self, **changes: Any) -> None:
-        defaults: dict[str, Any] = {"latency_ms": 0.0, "status": None, "hang": False}
-        http_json("POST", f"{self.base}/behaviour", defaults | changes)
-
-    def reset(self) -> None:
-        http_json("POST", f"{self.base}/reset")
-        self.behave()
-
-    def records(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = http_json("GET", f"{self.base}/requests")
-        return result
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def behave(agent: AgentProcess, **changes: Any) -> None:
+    """Set an agent's behaviour: healthy except for `changes` (earlier faults are undone)."""
+    agent.behave(**(DEFAULT_BEHAVIOUR | changes))
 
 
 def router_env(database_url: str, routes: Path, **extra: str) -> dict[str, str]:

@@ -18,8 +18,8 @@ import psycopg
 from chaos.cluster import Cluster
 from chaos.history import Verdict, check, deliveries_of
 from chaos.load import Sent, run_load
-from chaos.processes import Agent, Router, http_json, migrate, replay_dlq
-from tests.support import free_port
+from chaos.processes import Router, behave, http_json, migrate, replay_dlq
+from tests.support import free_port, start_agent
 
 ROUTES = """
 [defaults]
@@ -80,7 +80,7 @@ class Stage:
         self.name = name
         self.cluster = cluster
         self.database_url = cluster.create_database(f"chaos_{name}_{uuid.uuid4().hex[:6]}")
-        self.agents = {n: Agent(n) for n in ("a1", "a2", "a3")}
+        self.agents = {n: start_agent(n) for n in ("a1", "a2", "a3")}
         self.routes = run_dir / f"{name}.toml"
         self.routes.write_text(ROUTES.format(**{n: a.url for n, a in self.agents.items()}))
         self.log = run_dir / f"{name}.router.log"
@@ -105,7 +105,7 @@ class Stage:
         if self.router is None or self.router.proc.poll() is not None:
             self.start_router()
         for agent in self.agents.values():
-            agent.behave()
+            behave(agent)
         deadline = time.monotonic() + RECOVERY_WAIT_S
         while self.query("SELECT 1 FROM signal_log WHERE status = 'in_flight' LIMIT 1"):
             if time.monotonic() > deadline:
@@ -115,7 +115,7 @@ class Stage:
             if not self.query("SELECT 1 FROM dlq WHERE status = 'pending' LIMIT 1"):
                 break
             await asyncio.to_thread(replay_dlq, self.database_url, self.routes)
-        deliveries = [d for a in self.agents.values() for d in deliveries_of(a.name, a.records())]
+        deliveries = [d for a in self.agents.values() for d in deliveries_of(a.name, a.requests())]
         return check(self.database_url, signals, deliveries, database_faulted=database_faulted)
 
     def close(self) -> None:
@@ -152,7 +152,7 @@ class Lock:
 async def pg_crash(stage: Stage, scale: Scale) -> list[Sent]:
     """PostgreSQL killed with -m immediate while dispatches are in flight, back 1.5 s later."""
     for agent in stage.agents.values():
-        agent.behave(latency_ms=250)
+        behave(agent, latency_ms=250)
     stage.start_router()
 
     async def crash() -> None:
@@ -177,7 +177,7 @@ async def slow_claim(stage: Stage, scale: Scale) -> list[Sent]:
     """Claims held up just under their validity, dispatches that end just inside their
     deadline, reposts and API replays while the signals are dispatched."""
     for agent in stage.agents.values():
-        agent.behave(latency_ms=3900)
+        behave(agent, latency_ms=3900)
     stage.start_router()
 
     async def replays() -> None:
@@ -201,12 +201,12 @@ async def slow_claim(stage: Stage, scale: Scale) -> list[Sent]:
 
 async def replay_starvation(stage: Stage, scale: Scale) -> list[Sent]:
     """Eight concurrent API replays of a slow agent's backlog while other signals route."""
-    stage.agents["a1"].behave(status=503)
+    behave(stage.agents["a1"], status=503)
     stage.start_router()
     backlog = await run_load(
         stage.base, f"{stage.name}-backlog", rate=100, seconds=2, retry_share=0
     )
-    stage.agents["a1"].behave(latency_ms=1000)
+    behave(stage.agents["a1"], latency_ms=1000)
 
     async def replays() -> None:
         await asyncio.gather(
@@ -224,14 +224,14 @@ async def replay_starvation(stage: Stage, scale: Scale) -> list[Sent]:
 async def sigterm_drain(stage: Stage, scale: Scale) -> list[Sent]:
     """SIGTERM while dispatches (3 s) outlast the drain (1 s); the router is started again."""
     for agent in stage.agents.values():
-        agent.behave(latency_ms=3000)
+        behave(agent, latency_ms=3000)
     router = stage.start_router(SHUTDOWN_GRACE_S="1")
 
     async def stop_and_restart() -> None:
         router.signal(signal.SIGTERM)
         await asyncio.to_thread(router.wait)
         for agent in stage.agents.values():
-            agent.behave(latency_ms=100)
+            behave(agent, latency_ms=100)
         await asyncio.to_thread(stage.start_router)
 
     load = run_load(stage.base, stage.name, rate=scale.rate / 2, seconds=scale.seconds)
@@ -242,7 +242,7 @@ async def sigterm_drain(stage: Stage, scale: Scale) -> list[Sent]:
 async def sigkill(stage: Stage, scale: Scale) -> list[Sent]:
     """SIGKILL of the router mid-dispatch, started again a second later."""
     for agent in stage.agents.values():
-        agent.behave(latency_ms=300)
+        behave(agent, latency_ms=300)
     router = stage.start_router()
 
     async def kill_and_restart() -> None:
