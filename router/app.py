@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from starlette.datastructures import State
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router import openapi
@@ -16,6 +16,7 @@ from router.api import dlq, health, logs
 from router.api.auth import ApiKeys
 from router.api.errors import install_error_handlers, starting
 from router.metrics import Metrics
+from router.model import SignalBody
 from router.routing import RoutingTable, load_routing_table
 from router.runtime import AppConfig, Runtime, open_runtime
 from router.settings import Settings
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
         lifespan=lifespan,
     )
     app.state.config = config
+    app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(_RouteFastPath, state=app.state)
 
@@ -66,7 +68,7 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
         methods=["POST"],
         summary="Route one signal to its agents",
         tags=["route"],
-        openapi_extra=openapi.ROUTE_REQUEST,
+        openapi_extra=openapi.request_body(SignalBody),
         responses=openapi.ROUTE_RESPONSES,
         response_model=None,
     )
@@ -85,6 +87,7 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
         summary="Prometheus metrics, summed over workers",
         tags=["health"],
         response_model=None,
+        response_class=PlainTextResponse,
     )
     return app
 

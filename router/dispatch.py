@@ -8,19 +8,18 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from router.model import AttemptKind, Mode
+from router.agent_health import AgentHealth, Breaker, RetryBudget
+from router.model import AgentOutcome, AttemptKind, Mode
 from router.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from router.routing import AgentConfig
 
 __all__ = [
-    "AgentOutcome",
     "DispatchObserver",
     "Dispatcher",
     "NullObserver",
@@ -33,31 +32,6 @@ _JSON = "application/json"
 AttemptEnd = Literal["retry", "done"]
 _MAX_ERROR_CHARS = 300
 MAX_STORED_RESPONSE_BYTES = 65_536
-
-
-@dataclass(slots=True)
-class AgentOutcome:
-    """What happened when one signal was delivered to one agent."""
-
-    agent: str
-    ok: bool
-    status_code: int | None
-    attempts: int
-    latency_ms: float
-    response: Any
-    error: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The outcome as stored in the log and returned by `POST /route`."""
-        return {
-            "agent": self.agent,
-            "ok": self.ok,
-            "status_code": self.status_code,
-            "attempts": self.attempts,
-            "latency_ms": self.latency_ms,
-            "response": self.response,
-            "error": self.error,
-        }
 
 
 class DispatchObserver(Protocol):
@@ -86,10 +60,13 @@ class NullObserver:
 
 
 class _AgentState:
-    """What is built once per agent: its semaphore, parsed URL, default timeout, policy."""
+    """What is built once per agent: its semaphore, parsed URL, default timeout, policy, and
+    the process's breaker and retry budget for it."""
 
     __slots__ = (
         "agent",
+        "breaker",
+        "budget",
         "name",
         "policy",
         "semaphore",
@@ -99,9 +76,13 @@ class _AgentState:
         "url",
     )
 
-    def __init__(self, agent: AgentConfig) -> None:
+    def __init__(self, agent: AgentConfig, health: AgentHealth) -> None:
         self.agent = agent
         self.name = agent.name
+        self.breaker: Breaker = health.breaker(
+            agent.name, failures=agent.breaker_failures, open_s=agent.breaker_open_ms / 1000
+        )
+        self.budget: RetryBudget = health.budget(agent.name, ratio=agent.retry_budget)
         self.url = URL(agent.url)
         self.semaphore = asyncio.Semaphore(agent.concurrency)
         self.timeout_s = agent.timeout_ms / 1000
@@ -119,6 +100,7 @@ class _Delivery:
         "deadline",
         "error",
         "headers",
+        "healthy",
         "latency_s",
         "ok",
         "response",
@@ -148,6 +130,8 @@ class _Delivery:
         self.error: str | None = None
         self.retry_after: float | None = None
         self.latency_s: float | None = None
+        # What the last request said of the agent's health; None when none was sent.
+        self.healthy: bool | None = None
 
     def outcome(self) -> AgentOutcome:
         """The final, immutable-by-convention view of this delivery."""
@@ -171,6 +155,7 @@ class Dispatcher:
         agents: Iterable[AgentConfig],
         *,
         observer: DispatchObserver | None = None,
+        health: AgentHealth | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
@@ -180,13 +165,14 @@ class Dispatcher:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
-        self._states: dict[str, _AgentState] = {a.name: _AgentState(a) for a in agents}
+        self.health = health if health is not None else AgentHealth(clock=clock)
+        self._states = {a.name: _AgentState(a, self.health) for a in agents}
 
     def _state_for(self, agent: AgentConfig) -> _AgentState:
         state = self._states.get(agent.name)
         if state is None or (state.agent is not agent and state.agent != agent):
             # An agent unknown at start, or reconfigured since: it gets its own state.
-            state = self._states[agent.name] = _AgentState(agent)
+            state = self._states[agent.name] = _AgentState(agent, self.health)
         return state
 
     async def dispatch(
@@ -287,24 +273,42 @@ class Dispatcher:
         return "done"
 
     async def _attempt(self, d: _Delivery) -> AttemptEnd:
-        """Make one attempt and record its result on `d`; "retry" when another may follow."""
+        """Make one attempt and record its result on `d`; "retry" when another may follow.
+
+        An open breaker refuses it before it waits for a slot, and a retry must fit the agent's
+        retry budget: neither spends the signal's deadline on an agent that is failing.
+        """
         state = d.state
-        semaphore = state.semaphore
-        if semaphore.locked():
-            left = d.deadline - self._clock()
-            if left <= 0:
-                return self._deadline_reached(d)
-            try:
-                async with asyncio.timeout(left):
-                    await semaphore.acquire()
-            except TimeoutError:
-                return self._deadline_reached(d)
-        else:
-            await semaphore.acquire()
+        retry = d.attempts > 0
+        if retry and not state.budget.allows_retry():
+            d.error = f"retry budget exhausted after {d.error}"
+            return "done"
+        admission = state.breaker.admit()
+        if admission == "refused":
+            d.error = f"circuit_open after {d.error}" if retry else "circuit_open"
+            return "done"
+        d.healthy = None
+        state.budget.in_flight += retry
         try:
-            return await self._request(d, state)
+            semaphore = state.semaphore
+            if semaphore.locked():
+                left = d.deadline - self._clock()
+                if left <= 0:
+                    return self._deadline_reached(d)
+                try:
+                    async with asyncio.timeout(left):
+                        await semaphore.acquire()
+                except TimeoutError:
+                    return self._deadline_reached(d)
+            else:
+                await semaphore.acquire()
+            try:
+                return await self._request(d, state)
+            finally:
+                semaphore.release()
         finally:
-            semaphore.release()
+            state.budget.in_flight -= retry
+            state.breaker.finished(admission, None if d.healthy is None else not d.healthy)
 
     async def _request(self, d: _Delivery, state: _AgentState) -> AttemptEnd:
         """One HTTP exchange, the agent's semaphore held."""
@@ -324,6 +328,7 @@ class Dispatcher:
             headers = headers.copy()
             headers["X-Router-Attempt"] = str(attempt)
             observer.retry(name)
+        state.budget.attempted(retry=attempt > 1)
         d.retry_after = None
         retryable = False
         kind: AttemptKind
@@ -339,6 +344,7 @@ class Dispatcher:
                 retry_after = resp.headers.get("Retry-After") if status in (429, 503) else None
         except TimeoutError:
             kind = "timeout"
+            d.healthy = False
             d.status = d.response = None
             if deadline_bound:
                 d.error = "deadline exceeded"
@@ -347,6 +353,7 @@ class Dispatcher:
                 retryable = True
         except (aiohttp.ClientError, OSError) as exc:
             kind = "connection_error"
+            d.healthy = False
             d.status = d.response = None
             d.error = _describe_connection_error(exc)
             retryable = True
@@ -359,6 +366,8 @@ class Dispatcher:
         else:
             d.status = status
             d.response = _parse_json(raw, content_type)
+            # A 4xx is the agent answering: the fault is the request's, not the agent's health.
+            d.healthy = not is_retryable_status(status)
             if 200 <= status < 300:
                 kind = "ok"
                 d.ok = True

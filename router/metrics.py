@@ -17,6 +17,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 
+from router.agent_health import BreakerState
 from router.model import ATTEMPT_KINDS, AttemptKind
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -43,7 +44,7 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 OUTCOMES = ("delivered", "partial", "dead_lettered", "duplicate", "rejected")
 # Every status POST /route answers with, so each series exists (at zero) from the start.
-ROUTE_CODES = (200, 202, 400, 401, 409, 413, 422, 503)
+ROUTE_CODES = (200, 202, 400, 401, 409, 413, 422, 429, 503)
 # Files of gauges whose value belongs to one live process: `gauge_livesum_1234.db`.
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
@@ -190,6 +191,24 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+        # Breakers live in each process; with several workers, open in any one of them shows.
+        self.breaker_open = Gauge(
+            "agent_breaker_open",
+            "1 while the agent's breaker is open or half-open in a router process.",
+            ["agent"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.auto_replayed = Counter(
+            "auto_replayed",
+            "DLQ entries replayed on their own when the agent's breaker closed.",
+            ["agent"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "rate_limited", "Signals refused with 429: their sender was over its rate.", registry=r
+        )
+
         # Children resolved once: the hot path does a dict lookup, never .labels().
         self.received_by_kind = {k: self.signals_received.labels(k) for k in self.kinds}
         self.latency_by_kind = {k: self.router_latency.labels(k) for k in self.kinds}
@@ -198,6 +217,9 @@ class Metrics:
         self.inflight_by_agent = {a: self.agent_inflight.labels(a) for a in self.agents}
         self.outcome = {o: self.signal_outcomes.labels(o) for o in OUTCOMES}
         self.responses_by_code = {c: self.route_responses.labels(str(c)) for c in ROUTE_CODES}
+        for agent in self.agents:
+            self.breaker_open.labels(agent).set(0)
+            self.auto_replayed.labels(agent)
         self.attempt_latency = {
             (a, o): self.agent_latency.labels(a, o) for a in self.agents for o in ATTEMPT_KINDS
         }
@@ -247,6 +269,10 @@ class Metrics:
         child = self.inflight_by_agent.get(agent)
         if child is not None:
             child.inc(delta)
+
+    def breaker_changed(self, agent: str, state: BreakerState) -> None:
+        """An AgentHealth listener: the breaker gauge follows each state change."""
+        self.breaker_open.labels(agent).set(state != "closed")
 
     def render(self) -> tuple[bytes, str]:
         """The scrape body and its content type; summed over workers in multiprocess mode."""

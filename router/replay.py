@@ -17,17 +17,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import orjson
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from router.dispatch import Dispatcher, new_traceparent
+from router.model import DlqEntry, ForwardedBody, ReplayCounts, Skipped, SkipReason
 from router.replay_plan import Attempt, Plan, plan
 from router.routing import RoutingTable
 from router.store import dlq
-from router.store.dlq import ClaimedBatch, DlqEntry, DlqFilter
+from router.store.dlq import ClaimedBatch, DlqFilter
 
 log = structlog.get_logger("router.replay")
 
@@ -36,6 +36,9 @@ BATCH_SIZE = 20
 DRY_RUN_LIMIT = 1000
 # Locks outlive the longest dispatch by this much before PostgreSQL ends a wedged replayer.
 HOLD_MARGIN_S = 60.0
+
+# Why an entry asked for by id was not dispatched, by its status.
+_SKIPPED_BECAUSE: dict[str, SkipReason] = {"resolved": "resolved", "discarded": "discarded"}
 
 Progress = Callable[["ReplayResult"], None]
 _Claim = contextlib.AbstractAsyncContextManager[ClaimedBatch]
@@ -49,11 +52,11 @@ class ReplayResult:
     resolved: int = 0
     failed: int = 0
     parked: int = 0
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     dry_run: bool = False
     would_replay: list[DlqEntry] = field(default_factory=list)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> ReplayCounts:
         """`{"replayed", "resolved", "failed", "parked"}`: the parked are among the failed."""
         return {
             "replayed": self.replayed,
@@ -83,7 +86,7 @@ class Replayer:
         dispatcher: Dispatcher,
         table: RoutingTable,
         *,
-        max_replays: int,
+        max_replays: int | None,
         batch_size: int = BATCH_SIZE,
         workers: int = 1,
     ) -> None:
@@ -142,9 +145,11 @@ class Replayer:
         if rest:
             found = await dlq.statuses(self._pool, rest)
             for entry_id in rest:
-                status = found.get(entry_id, "not_found")
+                status = found.get(entry_id)
                 # Pending or parked yet not claimed: another replayer holds it right now.
-                reason = "in_progress" if status in ("pending", "parked") else status
+                reason: SkipReason = (
+                    "not_found" if status is None else _SKIPPED_BECAUSE.get(status, "in_progress")
+                )
                 result.skipped.append({"id": entry_id, "reason": reason})
         if not dry_run:
             log.info("dlq_replayed", by_id=True, skipped=len(result.skipped), **result.counts())
@@ -202,16 +207,15 @@ class Replayer:
         # The entry's trace continues with a new span; a malformed stored id starts a new trace.
         traceparent, _ = new_traceparent(f"00-{entry.trace_id}-{'0' * 15}1-01")
         try:
-            body = orjson.dumps(
-                {
-                    "log_id": entry.log_id,
-                    "sender_id": entry.sender_id,
-                    "kind": entry.kind,
-                    "payload": entry.payload,
-                    "metadata": entry.metadata,
-                    "timestamp": entry.event_time,
-                }
-            )
+            forwarded: ForwardedBody = {
+                "log_id": entry.log_id,
+                "sender_id": entry.sender_id,
+                "kind": entry.kind,
+                "payload": entry.payload,
+                "metadata": entry.metadata,
+                "timestamp": entry.event_time,
+            }
+            body = orjson.dumps(forwarded)
             outcomes = await self._dispatcher.dispatch(
                 configs,
                 entry.mode,

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
-from router.dispatch import AgentOutcome
-from router.model import LogStatus
-from router.store.dlq import DlqEntry, EntryUpdate, SignalRow, SignalUpdate
-
-MAX_LAST_ERROR = 1000
+from router.model import AgentOutcome, DlqEntry, LogStatus, clip_last_error
+from router.store.dlq import EntryUpdate, SignalRow, SignalUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +24,12 @@ class Attempt:
     def attempts(self) -> int:
         """HTTP attempts made, retries included."""
         return sum(o.attempts for o in self.outcomes)
+
+    @property
+    def refused(self) -> bool:
+        """Every failed agent's breaker was open: nothing was sent, so the replay does not count."""
+        failed = [o for o in self.outcomes if not o.ok]
+        return bool(failed) and all(o.error == "circuit_open" for o in failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +51,14 @@ def is_resolved(entry: DlqEntry, attempt: Attempt) -> bool:
     return all(o.ok for o in attempt.outcomes)
 
 
-def plan(entry: DlqEntry, attempt: Attempt, signal: SignalRow | None, *, max_replays: int) -> Plan:
-    """The entry resolved, or its failure counted (and parked after `max_replays`)."""
+def plan(
+    entry: DlqEntry, attempt: Attempt, signal: SignalRow | None, *, max_replays: int | None
+) -> Plan:
+    """The entry resolved, or its failure counted (and parked after `max_replays`).
+
+    `max_replays` None: a probe of a sick agent, whose failure is neither counted nor parks;
+    nor does a replay an open breaker refused.
+    """
     attempts = entry.attempts + attempt.attempts
     if is_resolved(entry, attempt):
         # The agents stay listed: they say, for the audit, what this replay delivered.
@@ -57,8 +66,13 @@ def plan(entry: DlqEntry, attempt: Attempt, signal: SignalRow | None, *, max_rep
             entry.id, "resolved", entry.agents, entry.last_error, attempts, entry.replay_count
         )
     else:
-        replays = entry.replay_count + 1
-        parked = attempt.park or entry.status == "parked" or replays >= max_replays
+        counted = max_replays is not None and not attempt.refused
+        replays = entry.replay_count + counted
+        parked = (
+            attempt.park
+            or entry.status == "parked"
+            or (max_replays is not None and counted and replays >= max_replays)
+        )
         update = EntryUpdate(
             entry.id,
             "parked" if parked else "pending",
@@ -79,7 +93,7 @@ def merge_outcomes(
         if isinstance(item, dict) and isinstance(item.get("agent"), str):
             merged[item["agent"]] = item
     for outcome in fresh:
-        merged[outcome.agent] = outcome.as_dict()
+        merged[outcome.agent] = asdict(outcome)
     return list(merged.values())
 
 
@@ -92,8 +106,7 @@ def _still_failing(entry: DlqEntry, attempt: Attempt) -> list[str]:
 
 def _describe_failure(attempt: Attempt) -> str:
     text = attempt.error or "; ".join(f"{o.agent}: {o.error}" for o in attempt.outcomes if not o.ok)
-    text = text or "replay failed"
-    return text if len(text) <= MAX_LAST_ERROR else text[: MAX_LAST_ERROR - 1] + "…"
+    return clip_last_error(text or "replay failed")
 
 
 def _signal_update(

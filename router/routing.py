@@ -41,6 +41,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "backoff_initial_ms": (0, _DAY_MS),
     "backoff_max_ms": (0, _DAY_MS),
     "concurrency": (1, 100_000),
+    "breaker_failures": (0, 10_000),
+    "breaker_open_ms": (1, _DAY_MS),
 }
 _AGENT_TUNABLES = (
     "timeout_ms",
@@ -48,15 +50,24 @@ _AGENT_TUNABLES = (
     "backoff_initial_ms",
     "backoff_max_ms",
     "concurrency",
+    "breaker_failures",
+    "breaker_open_ms",
+    "retry_budget",
+    "auto_replay",
 )
 _SIGNAL_TUNABLES = ("deadline_ms", "mode")
-_DEFAULT_VALUES: dict[str, int | str] = {
+Tunable = int | float | str | bool
+_DEFAULT_VALUES: dict[str, Tunable] = {
     "timeout_ms": 2000,
     "deadline_ms": 10000,
     "max_attempts": 3,
     "backoff_initial_ms": 50,
     "backoff_max_ms": 2000,
     "concurrency": 64,
+    "breaker_failures": 5,
+    "breaker_open_ms": 5000,
+    "retry_budget": 0.2,
+    "auto_replay": True,
     "mode": "all",
 }
 _TOP_KEYS = ("defaults", "agents", "rules")
@@ -87,6 +98,10 @@ class AgentConfig:
     backoff_initial_ms: int
     backoff_max_ms: int
     concurrency: int
+    breaker_failures: int = 5
+    breaker_open_ms: int = 5000
+    retry_budget: float = 0.2
+    auto_replay: bool = True
 
 
 _WORD_RE = re.compile(r"\w+")
@@ -243,6 +258,20 @@ def _int(value: object, key: str, source: str, where: str) -> int:
     return value
 
 
+def _tunable(value: object, key: str, source: str, where: str) -> Tunable:
+    if key == "mode":
+        return _mode(value, source, where)
+    if key == "retry_budget":
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise _fail(source, where, f"retry_budget must be within [0, 1], got {value!r}")
+        return float(value)
+    if key == "auto_replay":
+        if type(value) is not bool:
+            raise _fail(source, where, f"auto_replay must be true or false, got {value!r}")
+        return value
+    return _int(value, key, source, where)
+
+
 def _mode(value: object, source: str, where: str) -> Mode:
     if value not in MODES:
         raise _fail(source, where, f'mode must be "all" or "first_success", got {value!r}')
@@ -292,21 +321,19 @@ def _string_list(value: object, key: str, source: str, where: str) -> tuple[str,
     return tuple(value)
 
 
-def _parse_defaults(raw: object, source: str) -> dict[str, int | str]:
+def _parse_defaults(raw: object, source: str) -> dict[str, Tunable]:
     where = "[defaults]"
     if not isinstance(raw, dict):
         raise _fail(source, where, "must be a table")
     _check_keys(raw, _DEFAULTS_KEYS, source, where)
     values = dict(_DEFAULT_VALUES)
     for key, value in raw.items():
-        values[key] = (
-            _mode(value, source, where) if key == "mode" else _int(value, key, source, where)
-        )
+        values[key] = _tunable(value, key, source, where)
     return values
 
 
 def _parse_agent(
-    name: str, raw: object, defaults: Mapping[str, int | str], source: str
+    name: str, raw: object, defaults: Mapping[str, Tunable], source: str
 ) -> AgentConfig:
     where = f"agent {_q(name)}"
     _name(name, "an agent name", source, where)
@@ -315,8 +342,8 @@ def _parse_agent(
     _check_keys(raw, _AGENT_KEYS, source, where)
     if "url" not in raw:
         raise _fail(source, where, "url is required")
-    tunables = {
-        key: _int(raw.get(key, defaults[key]), key, source, where) for key in _AGENT_TUNABLES
+    tunables: dict[str, Any] = {
+        key: _tunable(raw.get(key, defaults[key]), key, source, where) for key in _AGENT_TUNABLES
     }
     if tunables["backoff_max_ms"] < tunables["backoff_initial_ms"]:
         origin = {k: "" if k in raw else " (from [defaults])" for k in _AGENT_TUNABLES}
@@ -335,7 +362,7 @@ def _parse_rule(
     raw: object,
     is_last: bool,
     agents: Mapping[str, AgentConfig],
-    defaults: Mapping[str, int | str],
+    defaults: Mapping[str, Tunable],
     source: str,
 ) -> Rule:
     if not isinstance(raw, dict):

@@ -11,11 +11,14 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from router import budget
+from router.agent_health import AgentHealth
 from router.api.auth import ApiKeys
 from router.api.route import RoutePath
+from router.auto_replay import AutoReplay
 from router.dispatch import Dispatcher, create_client_session
 from router.embedded_db import resolve_database_url
 from router.metrics import Metrics
+from router.rate_limit import SenderLimiter
 from router.routing import RoutingTable
 from router.settings import Settings
 from router.store.pool import DatabaseClock, open_pool
@@ -54,11 +57,15 @@ class Runtime:
     # Replays' own dispatcher: the route path's metrics (retries, failed deliveries) count
     # the route path only, as with `router replay-dlq`.
     replay_dispatcher: Dispatcher
+    # Breakers and retry budgets, shared by both dispatchers: one view of each agent.
+    health: AgentHealth
+    auto_replay: AutoReplay
     route_path: RoutePath
     maintenance: asyncio.Task[None]
 
     async def close(self) -> None:
         """Stop the tasks, flush the writer, close the client and the pools."""
+        await self.auto_replay.close()
         self.maintenance.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.maintenance
@@ -100,15 +107,28 @@ async def open_runtime(config: AppConfig) -> Runtime:
     writer = GroupCommitWriter(pool, claim_pool=claim_pool, clock=clock, metrics=metrics)
     writer.start()
     agents = table.agents.values()
+    health = AgentHealth()
+    replay_dispatcher = Dispatcher(session, agents, health=health)
+    auto_replay = AutoReplay(
+        replay_pool,
+        replay_dispatcher,
+        table,
+        metrics,
+        max_replays=settings.dlq_max_replays,
+    )
+    health.subscribe(metrics.breaker_changed)
+    health.subscribe(auto_replay.breaker_changed)
+    limit = settings.sender_rate_limit
     route_path = RoutePath(
         table=table,
-        dispatcher=Dispatcher(session, agents, observer=metrics),
+        dispatcher=Dispatcher(session, agents, observer=metrics, health=health),
         writer=writer,
         pool=pool,
         metrics=metrics,
         keys=config.keys,
         max_body_bytes=settings.max_body_bytes,
         outcome_timeout_s=settings.outcome_timeout_s,
+        limiter=SenderLimiter(limit) if limit is not None else None,
     )
     maintenance = asyncio.create_task(
         run_maintenance(
@@ -129,7 +149,9 @@ async def open_runtime(config: AppConfig) -> Runtime:
         replay_pool=replay_pool,
         session=session,
         writer=writer,
-        replay_dispatcher=Dispatcher(session, agents),
+        replay_dispatcher=replay_dispatcher,
+        health=health,
+        auto_replay=auto_replay,
         route_path=route_path,
         maintenance=maintenance,
     )

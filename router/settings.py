@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from router.rate_limit import RateLimit
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "console")
 
@@ -36,6 +38,8 @@ class Settings:
     outcome_timeout_s: float = 10.0
     # How long SIGTERM lets requests finish; None: the longest a request can take.
     shutdown_grace_s: float | None = None
+    # SENDER_RATE_LIMIT / SENDER_RATE_BURST; None: senders are not limited.
+    sender_rate_limit: RateLimit | None = None
 
     @property
     def route_keys(self) -> frozenset[str]:
@@ -65,6 +69,7 @@ class Settings:
             data_dir=Path(env.get("ROUTER_DATA_DIR") or ".router"),
             outcome_timeout_s=_int(env, "OUTCOME_TIMEOUT_MS", 10_000, minimum=100) / 1000,
             shutdown_grace_s=_optional_float(env, "SHUTDOWN_GRACE_S", minimum=0.0),
+            sender_rate_limit=_rate_limit(env),
         ).validated()
 
     def validated(self) -> Settings:
@@ -81,6 +86,16 @@ class Settings:
             raise SettingsError(
                 "API_KEY is not set: give one or more comma-separated keys (make dev uses dev-key)"
             )
+
+
+def _rate_limit(env: Mapping[str, str]) -> RateLimit | None:
+    rate = env.get("SENDER_RATE_LIMIT", "").strip()
+    if not rate:
+        return None
+    try:
+        return RateLimit.parse(rate, env.get("SENDER_RATE_BURST"))
+    except ValueError as exc:
+        raise SettingsError(f"SENDER_RATE_LIMIT / SENDER_RATE_BURST: {exc}") from None
 
 
 def normalize_database_url(url: str) -> str:

@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 
-ALLOWED_KEYS = frozenset(("sender_id", "payload", "log_id", "timestamp", "metadata"))
-LOG_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
-MAX_SENDER_ID = 200
+from router.model import LOG_ID_PATTERN, MAX_SENDER_ID, SignalBody
+
+ALLOWED_KEYS = frozenset(SignalBody.model_fields)
+LOG_ID_RE = re.compile(LOG_ID_PATTERN)
 # orjson serializes at most 254 levels; the forwarded body wraps the payload in one more.
 MAX_DEPTH = 200
 # RFC 3339 date-time; datetime.fromisoformat then checks the calendar (no month 13).
@@ -87,7 +88,7 @@ def parse_signal(raw: bytes) -> Signal:
         raise InvalidSignal(422, "invalid_type", "sender_id must be a string", "sender_id")
     if not 1 <= len(sender_id) <= MAX_SENDER_ID:
         raise InvalidSignal(
-            422, "invalid_length", "sender_id must be 1-200 characters", "sender_id"
+            422, "invalid_length", f"sender_id must be 1-{MAX_SENDER_ID} characters", "sender_id"
         )
     if "\x00" in sender_id:
         raise InvalidSignal(422, "unstorable", "sender_id must not contain NUL", "sender_id")

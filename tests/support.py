@@ -137,6 +137,10 @@ max_attempts = 3
 backoff_initial_ms = 1
 backoff_max_ms = 20
 concurrency = 64
+# Tests that flip an agent between failing and healthy must not meet a breaker or a retry
+# budget they did not ask for; tests/integration/test_breakers.py has its own table.
+breaker_failures = 0
+retry_budget = 1.0
 
 [agents.alpha]
 url = "{alpha}"

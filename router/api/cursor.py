@@ -10,12 +10,13 @@ from typing import Any
 
 import orjson
 
+from router.model import MAX_ID
+
 # A cursor is a position, never a query: it holds only the last row's sort key. The tag
 # keeps a /dlq cursor from being read as a /logs one.
 _LOGS = "l"
 _DLQ = "d"
 MAX_CURSOR_CHARS = 600
-MAX_ID = 2**63 - 1
 _B64 = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated
 
 import pydantic
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
-from router.api import admin_schemas as schemas
 from router.api.auth import require_admin
-from router.api.cursor import MAX_ID, InvalidCursor, decode_dlq_cursor, encode_dlq_cursor
+from router.api.body import read_capped
+from router.api.cursor import InvalidCursor, decode_dlq_cursor, encode_dlq_cursor
 from router.api.deps import config_of, pool_of, runtime_of
-from router.api.errors import ApiError, from_store_error, retry_later
+from router.api.errors import ApiError, from_validation_errors, retry_later
 from router.api.params import choice_filter, json_response, text_filter
-from router.model import DLQ_STATUSES
-from router.openapi import error_response, json_content
+from router.model import (
+    DLQ_STATUSES,
+    MAX_ID,
+    DlqEntry,
+    DlqPage,
+    ReplayAnswer,
+    ReplayRequest,
+)
+from router.openapi import ADMIN_ERRORS, error, request_body
 from router.replay import Replayer, ReplayResult
 from router.store import dlq
 from router.store.errors import StoreError
@@ -30,7 +37,7 @@ router = APIRouter(
     prefix="/dlq",
     tags=["dlq"],
     dependencies=[Depends(require_admin)],
-    responses=schemas.ADMIN_ERRORS,
+    responses=ADMIN_ERRORS,
 )
 
 EntryId = Annotated[int, Path(alias="id", ge=1, le=MAX_ID, description="the entry's id")]
@@ -41,9 +48,9 @@ EntryId = Annotated[int, Path(alias="id", ge=1, le=MAX_ID, description="the entr
     summary="List DLQ entries, newest first (keyset pagination)",
     response_model=None,
     responses={
-        200: {"model": schemas.DlqPage, "description": "a page; follow next_cursor"},
-        400: error_response("a cursor this API did not return"),
-        422: error_response("a bad filter or limit; `field` names it"),
+        200: {"model": DlqPage, "description": "a page; follow next_cursor"},
+        400: error("a cursor this API did not return"),
+        422: error("a bad filter or limit; `field` names it"),
     },
 )
 async def list_entries(
@@ -71,34 +78,25 @@ async def list_entries(
             before_id = decode_dlq_cursor(cursor)
         except InvalidCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc), "cursor") from None
-    try:
-        entries = await dlq.fetch_page(
-            pool_of(request), filters, limit=limit + 1, before_id=before_id
-        )
-    except StoreError as exc:
-        raise from_store_error(exc) from None
+    entries = await dlq.fetch_page(pool_of(request), filters, limit=limit + 1, before_id=before_id)
     next_cursor = None
     if len(entries) > limit:
         entries = entries[:limit]
         next_cursor = encode_dlq_cursor(entries[-1].id)
-    return json_response({"items": [e.as_dict() for e in entries], "next_cursor": next_cursor})
+    page: DlqPage = {"items": entries, "next_cursor": next_cursor}
+    return json_response(page)
 
 
 @router.post(
     "/replay",
     summary="Replay entries by id, or the oldest pending ones matching a filter",
     response_model=None,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": json_content(schemas.ReplayRequest.model_json_schema()),
-        }
-    },
+    openapi_extra=request_body(ReplayRequest),
     responses={
-        200: {"model": schemas.ReplayResult, "description": "what was replayed and how it ended"},
-        400: error_response("the body is not JSON"),
-        413: error_response("the body is too large"),
-        422: error_response("not of the request's shape, or both ids and a filter"),
+        200: {"model": ReplayAnswer, "description": "what was replayed and how it ended"},
+        400: error("the body is not JSON"),
+        413: error("the body is too large"),
+        422: error("not of the request's shape, or both ids and a filter"),
     },
 )
 async def replay(request: Request) -> Response:
@@ -119,8 +117,6 @@ async def replay(request: Request) -> Response:
             filters = dlq.DlqFilter(agent=body.agent, kind=body.kind)
             limit = body.limit or DEFAULT_REPLAY_LIMIT
             result = await replayer.replay_pending(filters, limit=limit, dry_run=body.dry_run)
-    except StoreError as exc:
-        raise from_store_error(exc) from None
     finally:
         await _refresh_backlog(request)
     return json_response(_result_body(result))
@@ -131,20 +127,17 @@ async def replay(request: Request) -> Response:
     summary="One DLQ entry",
     response_model=None,
     responses={
-        200: {"model": schemas.DlqEntry, "description": "the entry"},
-        404: error_response("no entry with this id"),
-        422: error_response("the id is not a positive integer"),
+        200: {"model": DlqEntry, "description": "the entry"},
+        404: error("no entry with this id"),
+        422: error("the id is not a positive integer"),
     },
 )
 async def get_entry(request: Request, entry_id: EntryId) -> Response:
     """One entry, 404 when there is none."""
-    try:
-        entry = await dlq.fetch_one(pool_of(request), entry_id)
-    except StoreError as exc:
-        raise from_store_error(exc) from None
+    entry = await dlq.fetch_one(pool_of(request), entry_id)
     if entry is None:
         raise _not_found()
-    return json_response(entry.as_dict())
+    return json_response(entry)
 
 
 @router.delete(
@@ -152,10 +145,10 @@ async def get_entry(request: Request, entry_id: EntryId) -> Response:
     summary="Discard an entry: it is kept, marked discarded, and never replayed",
     response_model=None,
     responses={
-        200: {"model": schemas.DlqEntry, "description": "the entry, now discarded"},
-        404: error_response("no entry with this id"),
-        409: error_response("the entry is resolved, or a replay of it is in progress"),
-        422: error_response("the id is not a positive integer"),
+        200: {"model": DlqEntry, "description": "the entry, now discarded"},
+        404: error("no entry with this id"),
+        409: error("the entry is resolved, or a replay of it is in progress"),
+        422: error("the id is not a positive integer"),
     },
 )
 async def discard_entry(request: Request, entry_id: EntryId) -> Response:
@@ -164,31 +157,23 @@ async def discard_entry(request: Request, entry_id: EntryId) -> Response:
         entry = await dlq.discard(pool_of(request), entry_id)
     except dlq.EntryBusy as exc:
         raise retry_later("in_progress", str(exc), status=409) from None
-    except StoreError as exc:
-        raise from_store_error(exc) from None
     finally:
         await _refresh_backlog(request)
     if entry is None:
         raise _not_found()
     if entry.status == "resolved":
         raise ApiError(409, "already_resolved", "the entry was delivered by a replay already")
-    return json_response(entry.as_dict())
+    return json_response(entry)
 
 
-async def _replay_request(request: Request) -> schemas.ReplayRequest:
+async def _replay_request(request: Request) -> ReplayRequest:
     """The body, read with a cap and validated only after the key was checked."""
     cap = config_of(request).settings.max_body_bytes
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise ApiError(413, "body_too_large", f"the body is larger than {cap} bytes")
-        chunks.append(chunk)
+    raw = await read_capped(request.receive, request.headers.get("content-length"), cap)
     try:
-        body = schemas.ReplayRequest.model_validate_json(b"".join(chunks))
+        body = ReplayRequest.model_validate_json(raw)
     except pydantic.ValidationError as exc:
-        raise _invalid(exc) from None
+        raise from_validation_errors(exc.errors()) from None
     if body.ids is not None and (body.agent, body.kind, body.limit) != (None, None, None):
         raise ApiError(
             422, "invalid_request", "give ids or a filter (agent, kind, limit), not both", "ids"
@@ -196,20 +181,19 @@ async def _replay_request(request: Request) -> schemas.ReplayRequest:
     return body
 
 
-def _invalid(exc: pydantic.ValidationError) -> ApiError:
-    first: Any = exc.errors()[0] if exc.error_count() else {}
-    if first.get("type") == "json_invalid":
-        return ApiError(400, "invalid_json", "the body is not valid JSON")
-    field = ".".join(str(p) for p in first.get("loc", ())) or None
-    message = str(first.get("msg", "invalid request"))
-    return ApiError(422, "invalid_request", f"{field}: {message}" if field else message, field)
-
-
-def _result_body(result: ReplayResult) -> dict[str, Any]:
-    body: dict[str, Any] = {**result.counts(), "skipped": result.skipped, "dry_run": result.dry_run}
+def _result_body(result: ReplayResult) -> ReplayAnswer:
+    # Spelled out: mypy cannot check a TypedDict with optional keys built from `**counts`.
+    body: ReplayAnswer = {
+        "replayed": result.replayed,
+        "resolved": result.resolved,
+        "failed": result.failed,
+        "parked": result.parked,
+        "skipped": result.skipped,
+        "dry_run": result.dry_run,
+    }
     if result.dry_run:
         body["ids"] = [e.id for e in result.would_replay]
-        body["entries"] = [e.as_dict() for e in result.would_replay]
+        body["entries"] = result.would_replay
     return body
 
 

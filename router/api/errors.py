@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from router.model import ErrorBody
 from router.store.errors import DatabaseUnavailable, Overloaded, RejectedByDatabase, StoreError
 
 log = structlog.get_logger("router.api")
@@ -41,12 +43,14 @@ class ApiError(Exception):
 
 def error_body(code: str, message: str, field: str | None = None) -> bytes:
     """The contract's error body; the one place it is built."""
-    return orjson.dumps({"error": {"code": code, "message": message, "field": field}})
+    body: ErrorBody = {"error": {"code": code, "message": message, "field": field}}
+    return orjson.dumps(body)
 
 
-def retry_later(code: str, message: str, status: int = 503) -> ApiError:
+def retry_later(code: str, message: str, status: int = 503, after_s: int = 1) -> ApiError:
     """An answer that tells the client to come back (`Retry-After`)."""
-    return ApiError(status, code, message, headers=RETRY_AFTER)
+    headers = RETRY_AFTER if after_s == 1 else {"Retry-After": str(after_s)}
+    return ApiError(status, code, message, headers=headers)
 
 
 def starting() -> ApiError:
@@ -63,6 +67,17 @@ def from_store_error(exc: StoreError) -> ApiError:
     if isinstance(exc, DatabaseUnavailable):
         return retry_later("database_unavailable", str(exc))
     return retry_later("database_error", str(exc))
+
+
+def from_validation_errors(errors: Sequence[Any]) -> ApiError:
+    """pydantic's first complaint, FastAPI's or our own models', naming the field."""
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "invalid_json", "the body is not valid JSON")
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body")]
+    field = ".".join(loc) or None
+    message = str(first.get("msg", "invalid request"))
+    return ApiError(422, "invalid_request", f"{field}: {message}" if field else message, field)
 
 
 def error_response(
@@ -110,14 +125,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        errors: list[Any] = list(exc.errors())
-        first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body")]
-        field = ".".join(loc) or None
-        message = str(first.get("msg", "invalid request"))
-        return error_response(
-            422, "invalid_request", f"{field}: {message}" if field else message, field
-        )
+        return api_error_response(from_validation_errors(list(exc.errors())))
+
+    async def on_store_error(request: Request, exc: Exception) -> Response:
+        # The one place a database failure becomes an answer for the admin API.
+        assert isinstance(exc, StoreError)
+        return api_error_response(from_store_error(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # A bug, not the caller's fault: logged with its traceback, still in the contract's shape.
@@ -127,4 +140,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StoreError, on_store_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -7,17 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from router.api.admin_schemas import ADMIN_ERRORS, LogItem, LogPage
 from router.api.auth import require_admin
 from router.api.cursor import InvalidCursor, decode_log_cursor, encode_log_cursor
 from router.api.deps import pool_of
-from router.api.errors import ApiError, from_store_error
+from router.api.errors import ApiError
 from router.api.params import choice_filter, json_response, text_filter, time_filter
-from router.model import LOG_STATUSES
-from router.openapi import error_response
+from router.model import LOG_STATUSES, LogItem, LogPage
+from router.openapi import ADMIN_ERRORS, error
 from router.signals import LOG_ID_RE
 from router.store import logs
-from router.store.errors import StoreError
 
 router = APIRouter(tags=["logs"], dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
 
@@ -28,8 +26,8 @@ router = APIRouter(tags=["logs"], dependencies=[Depends(require_admin)], respons
     response_model=None,
     responses={
         200: {"model": LogPage, "description": "a page; follow next_cursor for the next one"},
-        400: error_response("a cursor this API did not return"),
-        422: error_response("a bad filter or limit; `field` names it"),
+        400: error("a cursor this API did not return"),
+        422: error("a bad filter or limit; `field` names it"),
     },
 )
 async def list_logs(
@@ -68,16 +66,14 @@ async def list_logs(
             after = decode_log_cursor(cursor)
         except InvalidCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc), "cursor") from None
-    try:
-        rows = await logs.fetch_page(pool_of(request), filters, limit=limit + 1, after=after)
-    except StoreError as exc:
-        raise from_store_error(exc) from None
+    rows = await logs.fetch_page(pool_of(request), filters, limit=limit + 1, after=after)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = encode_log_cursor(last["created_at"], last["log_id"])
-    return json_response({"items": rows, "next_cursor": next_cursor})
+    page: LogPage = {"items": rows, "next_cursor": next_cursor}
+    return json_response(page)
 
 
 @router.get(
@@ -86,7 +82,7 @@ async def list_logs(
     response_model=None,
     responses={
         200: {"model": LogItem, "description": "the signal's row"},
-        404: error_response("no signal with this log_id"),
+        404: error("no signal with this log_id"),
     },
 )
 async def get_log(request: Request, log_id: str) -> Response:
@@ -94,10 +90,7 @@ async def get_log(request: Request, log_id: str) -> Response:
     row = None
     # A log_id the route path would refuse cannot exist (and a NUL could not be queried).
     if LOG_ID_RE.fullmatch(log_id) is not None:
-        try:
-            row = await logs.fetch_one(pool_of(request), log_id)
-        except StoreError as exc:
-            raise from_store_error(exc) from None
+        row = await logs.fetch_one(pool_of(request), log_id)
     if row is None:
         raise ApiError(404, "not_found", "no signal with this log_id", "log_id")
     return json_response(row)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -16,10 +17,19 @@ from starlette.types import Receive, Scope, Send
 
 from router import budget
 from router.api.auth import ApiKeys
+from router.api.body import read_capped
 from router.api.errors import ApiError, error_body, from_store_error, retry_later
-from router.dispatch import AgentOutcome, Dispatcher, new_traceparent
+from router.dispatch import Dispatcher, new_traceparent
 from router.metrics import Metrics
-from router.model import HTTP_FOR_STATUS, FinalStatus
+from router.model import (
+    HTTP_FOR_STATUS,
+    AgentOutcome,
+    AnswerStatus,
+    ForwardedBody,
+    RouteAnswer,
+    clip_last_error,
+)
+from router.rate_limit import SenderLimiter
 from router.routing import RoutingTable, Rule
 from router.signals import InvalidSignal, Signal, parse_signal
 from router.store.errors import DatabaseUnavailable, Overloaded, StoreError
@@ -34,7 +44,6 @@ from router.store.writer import (
 
 log = structlog.get_logger("router.route")
 
-MAX_LAST_ERROR = 1000
 INTERRUPTED_ERROR = (
     "interrupted: the router stopped while this signal was being dispatched; "
     "a replay delivers it again with the same Idempotency-Key"
@@ -60,6 +69,7 @@ class RoutePath:
         keys: ApiKeys,
         max_body_bytes: int,
         outcome_timeout_s: float,
+        limiter: SenderLimiter | None = None,
         max_in_flight: int = 4096,
     ) -> None:
         self._table = table
@@ -70,6 +80,7 @@ class RoutePath:
         self._keys = keys
         self._max_body = max_body_bytes
         self._outcome_timeout_s = outcome_timeout_s
+        self._limiter = limiter
         self._max_in_flight = max_in_flight
         self._in_flight = 0
 
@@ -83,11 +94,12 @@ class RoutePath:
         fields: dict[str, Any] = {}
         try:
             status, body, headers = await self._route(scope, receive, started, fields)
-        except ApiError as exc:
+        except (ApiError, StoreError) as exc:
+            error = exc if isinstance(exc, ApiError) else from_store_error(exc)
             self._metrics.outcome["rejected"].inc()
             fields["status"] = "rejected"
-            fields["error"] = exc.code
-            status, body, headers = _error_answer(exc)
+            fields["error"] = error.code
+            status, body, headers = _error_answer(error)
         except Exception:  # a bug: logged with its traceback, answered in the contract's shape
             log.exception("route_failed", **fields)
             status, body, headers = _error_answer(
@@ -112,12 +124,14 @@ class RoutePath:
                 api_key = value
             elif name == b"traceparent":
                 parent = value
-        raw = await self._read_body(receive, length)
+        raw = await read_capped(receive, length, self._max_body)
         self._keys.require_route(api_key)
         try:
             signal = parse_signal(raw)
         except InvalidSignal as exc:
             raise ApiError(exc.status, exc.code, exc.message, exc.field) from None
+        if self._limiter is not None:
+            self._admit(signal.sender_id)
         rule = self._table.classify(signal.strings)
         traceparent, trace_id = new_traceparent(
             parent.decode("latin-1") if parent is not None else None
@@ -133,20 +147,19 @@ class RoutePath:
             if existing is not None:
                 return await self._answer_existing(signal, existing, started, fields)
             self._metrics.received_by_kind[rule.kind].inc()
+            forwarded: ForwardedBody = {
+                "log_id": signal.log_id,
+                "sender_id": signal.sender_id,
+                "kind": rule.kind,
+                "payload": signal.payload,
+                "metadata": signal.metadata,
+                "timestamp": signal.timestamp,
+            }
             try:
                 outcomes = await self._dispatcher.dispatch(
                     rule.agents,
                     rule.mode,
-                    orjson.dumps(
-                        {
-                            "log_id": signal.log_id,
-                            "sender_id": signal.sender_id,
-                            "kind": rule.kind,
-                            "payload": signal.payload,
-                            "metadata": signal.metadata,
-                            "timestamp": signal.timestamp,
-                        }
-                    ),
+                    orjson.dumps(forwarded),
                     log_id=signal.log_id,
                     traceparent=traceparent,
                     deadline_ms=rule.deadline_ms,
@@ -159,22 +172,21 @@ class RoutePath:
                     self._writer.finish(_interrupted_outcome(claim, started), retry_for_s=1.0)
                 raise _cut_short() from None
             status, failed = _status_of(rule, outcomes)
-            agents_json = [o.as_dict() for o in outcomes]
             # Serialized before the commit: an agent reply too deep to encode is dropped here
             # rather than failing the batch it would share.
-            body = _answer_body(signal.log_id, rule.kind, status, trace_id, agents_json)
+            body = _answer_body(signal.log_id, rule.kind, status, trace_id, outcomes)
             outcome = Outcome(
                 claim=claim,
                 status=status,
-                response=agents_json,
+                response=outcomes,
                 attempts=sum(o.attempts for o in outcomes),
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
             if failed:
                 outcome.dl_agents = [o.agent for o in failed]
-                outcome.dl_last_error = "; ".join(f"{o.agent}: {o.error}" for o in failed)[
-                    :MAX_LAST_ERROR
-                ]
+                outcome.dl_last_error = clip_last_error(
+                    "; ".join(f"{o.agent}: {o.error}" for o in failed)
+                )
                 outcome.dl_attempts = sum(o.attempts for o in failed)
             await self._commit_outcome(outcome)
         finally:
@@ -185,23 +197,18 @@ class RoutePath:
         fields["status"] = status
         return HTTP_FOR_STATUS[status], body, []
 
-    async def _read_body(self, receive: Receive, length: bytes | None) -> bytes:
-        """The body, refused with 413 before it is parsed (or even fully read) when too large."""
-        if length is not None and length.isdigit() and int(length) > self._max_body:
-            raise _too_large(self._max_body)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                raise ApiError(400, "client_disconnected", "the request body did not arrive")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
-                raise _too_large(self._max_body)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    def _admit(self, sender_id: str) -> None:
+        """The sender's token bucket, before anything is claimed: 429 when it is empty."""
+        assert self._limiter is not None
+        wait_s = self._limiter.take(sender_id)
+        if wait_s is not None:
+            self._metrics.rate_limited.inc()
+            raise retry_later(
+                "rate_limited",
+                "this sender_id is over SENDER_RATE_LIMIT; nothing was recorded or dispatched",
+                status=429,
+                after_s=max(1, math.ceil(wait_s)),
+            )
 
     def _new_claim(self, signal: Signal, rule: Rule, trace_id: str) -> Claim:
         return Claim(
@@ -246,8 +253,6 @@ class RoutePath:
             raise _database_unavailable() from None
         except DatabaseUnavailable:
             raise _database_unavailable() from None
-        except StoreError as exc:
-            raise from_store_error(exc) from None
 
     async def _commit_outcome(self, outcome: Outcome) -> None:
         """Wait for the final row's commit: nothing is acknowledged that is not durable.
@@ -290,22 +295,20 @@ class RoutePath:
                 "a signal with this log_id is being dispatched right now",
                 "log_id",
             )
-        status = "dead_lettered" if existing.status == "interrupted" else existing.status
-        agents = existing.response
+        status: AnswerStatus = (
+            "dead_lettered" if existing.status == "interrupted" else existing.status
+        )
+        # Stored outcomes are the JSON AgentOutcome was written as.
+        agents: list[Any] | None = existing.response
         if agents is None:
             agents = [_interrupted(name) for name in existing.routed_agents]
         self._metrics.outcome["duplicate"].inc()
         self._metrics.observe_latency(existing.kind, time.perf_counter() - started)
         fields.update(status=status, duplicate=True, trace_id=existing.trace_id)
-        body = {
-            "log_id": existing.log_id,
-            "kind": existing.kind,
-            "status": status,
-            "duplicate": True,
-            "trace_id": existing.trace_id,
-            "agents": agents,
-        }
-        return HTTP_FOR_STATUS[existing.status], orjson.dumps(body), [_REPLAYED]
+        body = _answer_body(
+            existing.log_id, existing.kind, status, existing.trace_id, agents, duplicate=True
+        )
+        return HTTP_FOR_STATUS[existing.status], body, [_REPLAYED]
 
     async def _take_over(self, existing: ExistingSignal) -> ExistingSignal:
         """An abandoned claim (its router died): sweep it to the DLQ, then answer what is stored."""
@@ -323,7 +326,7 @@ class RoutePath:
 
 def _status_of(
     rule: Rule, outcomes: Sequence[AgentOutcome]
-) -> tuple[FinalStatus, list[AgentOutcome]]:
+) -> tuple[AnswerStatus, list[AgentOutcome]]:
     """delivered, partial or dead_lettered, and the agents that go to the DLQ."""
     succeeded = [o for o in outcomes if o.ok]
     if rule.mode == "first_success":
@@ -335,35 +338,33 @@ def _status_of(
 
 
 def _answer_body(
-    log_id: str, kind: str, status: str, trace_id: str, agents_json: list[dict[str, Any]]
+    log_id: str,
+    kind: str,
+    status: AnswerStatus,
+    trace_id: str,
+    agents: list[AgentOutcome],
+    *,
+    duplicate: bool = False,
 ) -> bytes:
     """The response body; agent replies that cannot be serialized are dropped, not fatal."""
-    body = {
+    body: RouteAnswer = {
         "log_id": log_id,
         "kind": kind,
         "status": status,
-        "duplicate": False,
+        "duplicate": duplicate,
         "trace_id": trace_id,
-        "agents": agents_json,
+        "agents": agents,
     }
     try:
         return orjson.dumps(body)
     except orjson.JSONEncodeError:
-        for item in agents_json:
-            item["response"] = None
+        for agent in agents:
+            agent.response = None
         return orjson.dumps(body)
 
 
-def _interrupted(agent: str) -> dict[str, Any]:
-    return {
-        "agent": agent,
-        "ok": False,
-        "status_code": None,
-        "attempts": 0,
-        "latency_ms": 0.0,
-        "response": None,
-        "error": "interrupted",
-    }
+def _interrupted(agent: str) -> AgentOutcome:
+    return AgentOutcome(agent, False, None, 0, 0.0, None, "interrupted")
 
 
 def _interrupted_outcome(claim: Claim, started: float) -> Outcome:

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from router.model import DlqStatus, LogStatus, Mode
+from router.model import DlqEntry, DlqStatus, LogStatus
 from router.store.errors import wrap_database_errors
 from router.store.jsonb import use_orjson
 from router.store.queries import query
@@ -22,49 +22,6 @@ from router.store.reads import compose_select, fetch_dicts
 
 class EntryBusy(Exception):
     """A replayer holds this entry right now; try again once its replay has finished."""
-
-
-@dataclass(slots=True)
-class DlqEntry:
-    """One DLQ row."""
-
-    id: int
-    log_id: str
-    sender_id: str
-    kind: str
-    agents: list[str]
-    mode: Mode
-    payload: Any
-    metadata: Any
-    event_time: str | None
-    trace_id: str
-    last_error: str | None
-    attempts: int
-    replay_count: int
-    status: DlqStatus
-    created_at: datetime
-    last_attempt_at: datetime | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The entry as the API shows it (datetimes left to the JSON encoder)."""
-        return {
-            "id": self.id,
-            "log_id": self.log_id,
-            "sender_id": self.sender_id,
-            "kind": self.kind,
-            "agents": self.agents,
-            "mode": self.mode,
-            "payload": self.payload,
-            "metadata": self.metadata,
-            "event_time": self.event_time,
-            "trace_id": self.trace_id,
-            "last_error": self.last_error,
-            "attempts": self.attempts,
-            "replay_count": self.replay_count,
-            "status": self.status,
-            "created_at": self.created_at,
-            "last_attempt_at": self.last_attempt_at,
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from router.metrics import Metrics
-from router.model import FinalStatus, LogStatus, Mode
+from router.model import AgentOutcome, FinalStatus, LogStatus, Mode
 from router.store.errors import (
     DatabaseUnavailable,
     Overloaded,
@@ -69,7 +69,7 @@ class Outcome:
 
     claim: Claim
     status: FinalStatus
-    response: list[dict[str, Any]]
+    response: list[AgentOutcome]
     attempts: int
     latency_ms: float
     dl_agents: list[str] | None = None

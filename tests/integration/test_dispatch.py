@@ -17,13 +17,12 @@ import pytest_asyncio
 from aiohttp import web
 
 from router.dispatch import (
-    AgentOutcome,
     Dispatcher,
     DispatchObserver,
     create_client_session,
     new_traceparent,
 )
-from router.model import Mode
+from router.model import AgentOutcome, Mode
 from router.routing import AgentConfig
 
 BODY = orjson.dumps({"log_id": "sig-1", "sender_id": "u1", "kind": "k", "payload": {"m": "hé"}})
@@ -231,7 +230,7 @@ async def test_success_first_try(serve_agent: ServeAgent, session: aiohttp.Clien
     agent = await serve_agent(reply(200, {"answer": 42}))
     a = config(agent.url)
     [outcome] = await run(dispatcher(session, a), [a])
-    assert outcome.as_dict() == {
+    assert orjson.loads(orjson.dumps(outcome)) == {
         "agent": "a",
         "ok": True,
         "status_code": 200,

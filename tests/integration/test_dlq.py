@@ -507,24 +507,23 @@ async def test_openapi_describes_the_admin_api(router: RouterServer) -> None:
         ("/logs/{log_id}", "get"): {"200", "401", "403", "404", "503"},
         ("/dlq", "get"): {"200", "400", "401", "403", "422", "503"},
         ("/dlq/{id}", "get"): {"200", "401", "403", "404", "422", "503"},
-        ("/dlq/{id}", "delete"): {"200", "401", "403", "404", "409", "503"},
+        ("/dlq/{id}", "delete"): {"200", "401", "403", "404", "409", "422", "503"},
         ("/dlq/replay", "post"): {"200", "400", "401", "403", "413", "422", "503"},
     }
     for (path, method), codes in expected.items():
         operation = paths[path][method]
-        assert codes <= set(operation["responses"]), (path, method)
+        assert codes == set(operation["responses"]), (path, method)
         assert operation["security"] == [{"APIKeyHeader": []}]
-        for code, response in operation["responses"].items():
-            schema = response["content"]["application/json"]["schema"]
-            if code.startswith(("4", "5")):
-                assert schema["required"] == ["error"], (path, method, code)
-            else:
-                assert schema["$ref"].startswith("#/components/schemas/"), (path, method)
-    replay = paths["/dlq/replay"]["post"]["requestBody"]["content"]["application/json"]
-    assert set(replay["schema"]["properties"]) == {"ids", "agent", "kind", "limit", "dry_run"}
+    # The shapes themselves are checked against real answers in test_openapi_conformance.py.
     schemas = spec["components"]["schemas"]
-    assert set(schemas["ReplayResult"]["required"]) >= {"replayed", "resolved", "failed", "parked"}
-    assert set(schemas["LogPage"]["properties"]) == {"items", "next_cursor"}
+    assert set(schemas["ReplayRequest"]["properties"]) == {
+        "ids",
+        "agent",
+        "kind",
+        "limit",
+        "dry_run",
+    }
+    assert set(schemas["ReplayAnswer"]["required"]) >= {"replayed", "resolved", "failed", "parked"}
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
 
 

@@ -291,10 +291,9 @@ async def test_errors_and_openapi_for_unknown_paths(router: RouterServer) -> Non
     status, spec = await router.get("/openapi.json", key=None)
     route = spec["paths"]["/route"]["post"]
     assert {"200", "202", "401", "409", "413", "422", "503"} <= set(route["responses"])
-    assert route["requestBody"]["content"]["application/json"]["schema"]["required"] == [
-        "sender_id",
-        "payload",
-    ]
+    body = route["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/SignalBody"}
+    assert spec["components"]["schemas"]["SignalBody"]["required"] == ["sender_id", "payload"]
 
 
 async def test_health_and_metrics_series_exist_from_start(router: RouterServer) -> None:

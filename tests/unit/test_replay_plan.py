@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from router.dispatch import AgentOutcome
-from router.replay_plan import MAX_LAST_ERROR, Attempt, merge_outcomes, plan
-from router.store.dlq import DlqEntry, SignalRow
+from router.model import MAX_LAST_ERROR, AgentOutcome, DlqEntry
+from router.replay_plan import Attempt, merge_outcomes, plan
+from router.store.dlq import SignalRow
 
 READ_AT = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -41,7 +42,7 @@ def outcome(agent: str, ok: bool, attempts: int = 1, error: str | None = None) -
 
 def test_all_mode_success_resolves_and_marks_the_log_delivered() -> None:
     """Every listed agent succeeding resolves the entry and the log row becomes delivered."""
-    stored = [outcome("alpha", True).as_dict(), outcome("beta", False, 3, "HTTP 503").as_dict()]
+    stored = [asdict(outcome("alpha", True)), asdict(outcome("beta", False, 3, "HTTP 503"))]
     signal = SignalRow("sig-1", "partial", stored, READ_AT)
     result = plan(entry(["beta"]), Attempt([outcome("beta", True)]), signal, max_replays=5)
     assert result.entry.status == "resolved" and result.entry.agents == ["beta"]
@@ -90,6 +91,27 @@ def test_parks_after_max_replays_and_stays_parked() -> None:
     )
 
 
+def test_a_failed_probe_neither_counts_nor_parks() -> None:
+    """Auto-replay's probes of a sick agent (max_replays None) leave the entry as it was."""
+    failed = Attempt([outcome("beta", False, 1, "HTTP 503")])
+    probe = plan(entry(["beta"], replay_count=4), failed, None, max_replays=None)
+    assert (probe.entry.status, probe.entry.replay_count) == ("pending", 4)
+    assert probe.entry.last_error == "beta: HTTP 503" and probe.entry.attempts == 4
+    healed = plan(entry(["beta"]), Attempt([outcome("beta", True)]), None, max_replays=None)
+    assert healed.entry.status == "resolved"
+
+
+def test_a_replay_refused_by_an_open_breaker_does_not_count() -> None:
+    """circuit_open: no attempt was made, so the entry is not one replay closer to parking."""
+    refused = Attempt([AgentOutcome("beta", False, None, 0, 0.0, None, "circuit_open")])
+    result = plan(entry(["beta"], replay_count=4), refused, None, max_replays=5)
+    assert (result.entry.status, result.entry.replay_count) == ("pending", 4)
+    failed = Attempt([outcome("beta", False, 1, "HTTP 503")])
+    assert plan(entry(["beta"], replay_count=4), failed, None, max_replays=5).entry.status == (
+        "parked"
+    )
+
+
 def test_an_entry_that_could_not_be_dispatched_is_parked_at_once() -> None:
     """An agent missing from the table parks the entry, its agents and log row untouched."""
     attempt = Attempt(error="agent zeta is not in the routing table", park=True)
@@ -109,7 +131,7 @@ def test_last_error_is_clipped_to_the_contract_length() -> None:
 
 def test_merge_replaces_by_agent_name_in_place() -> None:
     """Replayed outcomes replace the stored ones by agent, order kept; junk is dropped."""
-    stored = [outcome("alpha", True).as_dict(), outcome("beta", False).as_dict(), "junk"]
+    stored = [asdict(outcome("alpha", True)), asdict(outcome("beta", False)), "junk"]
     merged = merge_outcomes(stored, [outcome("beta", True), outcome("gamma", False)])
     assert [(m["agent"], m["ok"]) for m in merged] == [
         ("alpha", True),

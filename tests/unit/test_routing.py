@@ -695,3 +695,42 @@ def test_check_routes_returns_2_for_an_unreadable_file(
     out, err = capsys.readouterr()
     assert out == ""
     assert "missing.toml: cannot read the routing table" in err
+
+
+# --- agent health keys -------------------------------------------------------------------
+
+
+def test_breaker_and_budget_keys_default_and_override_per_agent() -> None:
+    """breaker_*, retry_budget and auto_replay come from [defaults] or the agent."""
+    head = "[defaults]\nbreaker_failures = 2\nretry_budget = 0.5\n" + AGENTS.replace(
+        '9001/handle"', '9001/handle"\nauto_replay = false\nbreaker_open_ms = 10'
+    )
+    t = table("", head=head)
+    a, b = t.agents["a"], t.agents["b"]
+    assert (a.breaker_failures, a.breaker_open_ms, a.retry_budget, a.auto_replay) == (
+        2,
+        10,
+        0.5,
+        False,
+    )
+    assert (b.breaker_failures, b.breaker_open_ms, b.retry_budget, b.auto_replay) == (
+        2,
+        5000,
+        0.5,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("retry_budget = 1.5", "retry_budget must be within [0, 1], got 1.5"),
+        ("retry_budget = true", "retry_budget must be within [0, 1], got True"),
+        ('auto_replay = "yes"', "auto_replay must be true or false, got 'yes'"),
+        ("breaker_failures = -1", "breaker_failures must be between 0 and 10000, got -1"),
+        ("breaker_open_ms = 0", "breaker_open_ms must be between 1 and 86400000, got 0"),
+    ],
+)
+def test_bad_agent_health_keys_name_the_key(line: str, problem: str) -> None:
+    message = load_error("[defaults]\n" + line + "\n" + AGENTS + DEFAULT_RULE)
+    assert message.startswith("t.toml: [defaults]: ") and message.endswith(problem), message

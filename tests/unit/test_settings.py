@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from router.rate_limit import RateLimit
 from router.settings import Settings, SettingsError, normalize_database_url
 
 
@@ -18,6 +19,16 @@ def test_defaults_when_environment_is_empty() -> None:
     assert (s.log_level, s.log_format) == ("info", "json")
     assert s.dlq_max_replays == 5
     assert s.routes_file is None
+    assert s.sender_rate_limit is None
+
+
+def test_sender_rate_limit_and_burst() -> None:
+    """SENDER_RATE_LIMIT per second or minute; the burst defaults to one second's worth."""
+    assert Settings.from_env({"SENDER_RATE_LIMIT": "6000/min"}).sender_rate_limit == RateLimit(
+        100.0, 100
+    )
+    limit = Settings.from_env({"SENDER_RATE_LIMIT": "2/s", "SENDER_RATE_BURST": "10"})
+    assert limit.sender_rate_limit == RateLimit(2.0, 10)
 
 
 def test_keys_are_comma_separated_and_admin_falls_back_to_api_keys() -> None:
@@ -49,6 +60,8 @@ def test_psycopg_prefix_is_accepted() -> None:
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"API_KEY": " , "}, "API_KEY"),
         ({"DLQ_MAX_REPLAYS": "0"}, "DLQ_MAX_REPLAYS"),
+        ({"SENDER_RATE_LIMIT": "fast"}, "SENDER_RATE_LIMIT"),
+        ({"SENDER_RATE_LIMIT": "5/s", "SENDER_RATE_BURST": "x"}, "SENDER_RATE_BURST"),
     ],
 )
 def test_malformed_values_name_the_variable(env: dict[str, str], variable: str) -> None:
