@@ -14,7 +14,7 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 from router.model import DlqEntry, DlqStatus, LogStatus
-from router.store.errors import wrap_database_errors
+from router.store.errors import connection
 from router.store.jsonb import use_orjson
 from router.store.queries import query
 from router.store.reads import compose_select, fetch_dicts
@@ -79,31 +79,30 @@ class ClaimedBatch:
 
     async def settle(self, entries: Sequence[EntryUpdate], signals: Sequence[SignalUpdate]) -> None:
         """Write the outcomes; they commit when the claim's block exits."""
-        with wrap_database_errors():
-            if entries:
-                await self._conn.execute(
-                    query("dlq_settle"),
-                    {
-                        "id": [u.id for u in entries],
-                        "status": [u.status for u in entries],
-                        "agents": [orjson.dumps(u.agents).decode() for u in entries],
-                        "last_error": [u.last_error for u in entries],
-                        "attempts": [u.attempts for u in entries],
-                        "replay_count": [u.replay_count for u in entries],
-                    },
-                )
-            if signals:
-                await self._conn.execute(
-                    query("dlq_settle_signals"),
-                    {
-                        "log_id": [u.log_id for u in signals],
-                        "status": [u.status for u in signals],
-                        "response": [u.response for u in signals],
-                        "attempts": [u.attempts for u in signals],
-                        "read_status": [u.read.status for u in signals],
-                        "read_updated_at": [u.read.updated_at for u in signals],
-                    },
-                )
+        if entries:
+            await self._conn.execute(
+                query("dlq_settle"),
+                {
+                    "id": [u.id for u in entries],
+                    "status": [u.status for u in entries],
+                    "agents": [orjson.dumps(u.agents).decode() for u in entries],
+                    "last_error": [u.last_error for u in entries],
+                    "attempts": [u.attempts for u in entries],
+                    "replay_count": [u.replay_count for u in entries],
+                },
+            )
+        if signals:
+            await self._conn.execute(
+                query("dlq_settle_signals"),
+                {
+                    "log_id": [u.log_id for u in signals],
+                    "status": [u.status for u in signals],
+                    "response": [u.response for u in signals],
+                    "attempts": [u.attempts for u in signals],
+                    "read_status": [u.read.status for u in signals],
+                    "read_updated_at": [u.read.updated_at for u in signals],
+                },
+            )
 
 
 def list_query(
@@ -138,17 +137,15 @@ async def fetch_page(
 ) -> list[DlqEntry]:
     """Up to `limit` entries newest first (id DESC), below `before_id` when given."""
     statement, params = list_query(filters, limit=limit, before_id=before_id)
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            return await _entries(conn, statement, params)
+    async with connection(pool) as conn:
+        return await _entries(conn, statement, params)
 
 
 async def fetch_one(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
     """The entry `entry_id`, or None."""
     statement = compose_select(query("dlq_select"), [sql.SQL(query("dlq_where_id"))], None)
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            rows = await _entries(conn, statement, {"id": entry_id})
+    async with connection(pool) as conn:
+        rows = await _entries(conn, statement, {"id": entry_id})
     return rows[0] if rows else None
 
 
@@ -160,9 +157,9 @@ async def discard(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
     """
     statement = compose_select(query("dlq_select"), [sql.SQL(query("dlq_where_id"))], None)
     statement = sql.SQL("\n").join([statement, sql.SQL(query("dlq_lock_nowait"))])
-    with wrap_database_errors():
+    async with connection(pool) as conn:
         try:
-            async with pool.connection() as conn, conn.transaction():
+            async with conn.transaction():
                 rows = await _entries(conn, statement, {"id": entry_id})
                 if not rows:
                     return None
@@ -172,15 +169,15 @@ async def discard(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
                     entry.status = "discarded"
                 return entry
         except psycopg.errors.LockNotAvailable:
+            # Caught before connection() would map it: busy, not the database failing.
             raise EntryBusy(EntryBusy.__doc__) from None
 
 
 async def round_clock(pool: AsyncConnectionPool) -> datetime:
     """The database's current time: the start of a replay round."""
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            cur = await conn.execute(query("dlq_round_clock"))
-            row = await cur.fetchone()
+    async with connection(pool) as conn:
+        cur = await conn.execute(query("dlq_round_clock"))
+        row = await cur.fetchone()
     assert row is not None
     started: datetime = row[0]
     return started
@@ -192,25 +189,22 @@ async def list_claimable(
     """What a bulk round would claim now, without claiming it (dry run)."""
     statement = claim_query(filters, by_ids=False, lock=False)
     params = _filter_params(filters) | {"round_started": round_started, "limit": limit}
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            return await _entries(conn, statement, params)
+    async with connection(pool) as conn:
+        return await _entries(conn, statement, params)
 
 
 async def fetch_replayable(pool: AsyncConnectionPool, ids: Sequence[int]) -> list[DlqEntry]:
     """The entries among `ids` a replay by id would dispatch, oldest first (dry run)."""
     statement = claim_query(None, by_ids=True, lock=False)
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            return await _entries(conn, statement, {"ids": list(ids), "limit": len(ids)})
+    async with connection(pool) as conn:
+        return await _entries(conn, statement, {"ids": list(ids), "limit": len(ids)})
 
 
 async def statuses(pool: AsyncConnectionPool, ids: Sequence[int]) -> dict[int, str]:
     """The status of each of `ids` that exists."""
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            cur = await conn.execute(query("dlq_statuses"), {"ids": list(ids)})
-            return {int(r[0]): str(r[1]) for r in await cur.fetchall()}
+    async with connection(pool) as conn:
+        cur = await conn.execute(query("dlq_statuses"), {"ids": list(ids)})
+        return {int(r[0]): str(r[1]) for r in await cur.fetchall()}
 
 
 @contextlib.asynccontextmanager
@@ -247,26 +241,23 @@ async def claim_ids(
 async def _claim(
     pool: AsyncConnectionPool, statement: sql.Composed, params: dict[str, Any], hold_s: float
 ) -> AsyncIterator[ClaimedBatch]:
-    with wrap_database_errors():
-        async with pool.connection() as conn, conn.transaction():
-            # The batch stays locked while it is dispatched; a replayer that hangs instead
-            # of dying must not hold its entries forever.
-            await conn.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
-                (f"{int(hold_s * 1000)}ms",),
-            )
-            entries = await _entries(conn, statement, params)
-            signals: dict[str, SignalRow] = {}
-            if entries:
-                async with conn.cursor() as cur:
-                    use_orjson(cur)
-                    await cur.execute(
-                        query("dlq_signal_rows"), {"log_ids": [e.log_id for e in entries]}
-                    )
-                    signals = {
-                        r[0]: SignalRow(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()
-                    }
-            yield ClaimedBatch(conn, entries, signals)
+    async with connection(pool) as conn, conn.transaction():
+        # The batch stays locked while it is dispatched; a replayer that hangs instead
+        # of dying must not hold its entries forever.
+        await conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+            (f"{int(hold_s * 1000)}ms",),
+        )
+        entries = await _entries(conn, statement, params)
+        signals: dict[str, SignalRow] = {}
+        if entries:
+            async with conn.cursor() as cur:
+                use_orjson(cur)
+                await cur.execute(
+                    query("dlq_signal_rows"), {"log_ids": [e.log_id for e in entries]}
+                )
+                signals = {r[0]: SignalRow(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()}
+        yield ClaimedBatch(conn, entries, signals)
 
 
 def _filter_fragments(filters: DlqFilter) -> list[sql.SQL]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import psycopg_pool
+from psycopg import AsyncConnection
 
 
 class StoreError(Exception):
@@ -36,6 +37,15 @@ def wrap_database_errors() -> Iterator[None]:
         raise RejectedByDatabase(f"the database refused the data: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise StoreError(f"database error: {_first_line(exc)}") from exc
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: psycopg_pool.AsyncConnectionPool) -> AsyncIterator[AsyncConnection]:
+    """A pool connection whose failures, getting it included, leave as StoreError: the store's
+    one door to PostgreSQL, as a connector is in procrastinate."""
+    with wrap_database_errors():
+        async with pool.connection() as conn:
+            yield conn
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 from router.model import LogItem
-from router.store.errors import wrap_database_errors
+from router.store.errors import connection
 from router.store.queries import query
 from router.store.reads import compose_select, fetch_dicts
 
@@ -63,17 +63,15 @@ async def fetch_page(
 ) -> list[LogItem]:
     """Up to `limit` rows newest first, after the cursor position when one is given."""
     statement, params = page_query(filters, limit=limit, after=after)
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            return await _rows(conn, statement, params)
+    async with connection(pool) as conn:
+        return await _rows(conn, statement, params)
 
 
 async def fetch_one(pool: AsyncConnectionPool, log_id: str) -> LogItem | None:
     """The row of `log_id`, or None."""
     statement = compose_select(query("logs_select"), [sql.SQL(query("logs_where_log_id"))], None)
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            rows = await _rows(conn, statement, {"log_id": log_id})
+    async with connection(pool) as conn:
+        rows = await _rows(conn, statement, {"log_id": log_id})
     return rows[0] if rows else None
 
 

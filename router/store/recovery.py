@@ -8,8 +8,8 @@ import contextlib
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from router.metrics import Metrics
-from router.store.errors import StoreError, wrap_database_errors
+from router.store.errors import StoreError, connection
+from router.store.observer import StoreObserver
 from router.store.queries import query
 
 log = structlog.get_logger("router.store.recovery")
@@ -19,24 +19,22 @@ SWEEP_BATCH = 500
 
 async def sweep_abandoned(pool: AsyncConnectionPool, *, limit: int = SWEEP_BATCH) -> int:
     """Move claims past their deadline (router died) to the DLQ as interrupted; count them."""
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            cur = await conn.execute(query("sweep_abandoned"), {"limit": limit})
-            return len(await cur.fetchall())
+    async with connection(pool) as conn:
+        cur = await conn.execute(query("sweep_abandoned"), {"limit": limit})
+        return len(await cur.fetchall())
 
 
 async def dlq_backlog(pool: AsyncConnectionPool) -> int:
     """Pending DLQ entries (an index-only count over the partial pending index)."""
-    with wrap_database_errors():
-        async with pool.connection() as conn:
-            cur = await conn.execute(query("dlq_backlog"))
-            row = await cur.fetchone()
+    async with connection(pool) as conn:
+        cur = await conn.execute(query("dlq_backlog"))
+        row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
 async def run_maintenance(
     pool: AsyncConnectionPool,
-    metrics: Metrics | None,
+    metrics: StoreObserver | None,
     *,
     interval_s: float,
     backlog_changed: asyncio.Event | None = None,
@@ -63,7 +61,7 @@ async def run_maintenance(
         await asyncio.sleep(min(backlog_refresh_s, max(0.0, next_sweep - loop.time())))
 
 
-async def _sweep_all(pool: AsyncConnectionPool, metrics: Metrics | None) -> None:
+async def _sweep_all(pool: AsyncConnectionPool, metrics: StoreObserver | None) -> None:
     swept = batch = await sweep_abandoned(pool)
     while batch == SWEEP_BATCH:  # a backlog after a crash: keep going
         batch = await sweep_abandoned(pool)

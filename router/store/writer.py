@@ -20,14 +20,14 @@ import orjson
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from router.metrics import Metrics
 from router.model import AgentOutcome, FinalStatus, LogStatus, Mode
 from router.store.errors import (
     DatabaseUnavailable,
     Overloaded,
     StoreError,
-    wrap_database_errors,
+    connection,
 )
+from router.store.observer import StoreObserver
 from router.store.pool import DatabaseClock
 from router.store.queries import query
 
@@ -121,7 +121,7 @@ class _Lane(Generic[W, R]):
         self,
         name: str,
         flush: Callable[[list[_Item[W, R]]], Awaitable[None]],
-        metrics: Metrics | None,
+        metrics: StoreObserver | None,
         *,
         max_batch: int,
         max_queued: int | None,
@@ -195,8 +195,7 @@ class _Lane(Generic[W, R]):
         """Flush once; the items are settled unless the database was away (then returned)."""
         started = time.perf_counter()
         try:
-            with wrap_database_errors():
-                await self._flush(batch)
+            await self._flush(batch)
         except DatabaseUnavailable as exc:
             return exc
         except (StoreError, orjson.JSONEncodeError) as exc:
@@ -234,7 +233,7 @@ class GroupCommitWriter:
         *,
         claim_pool: AsyncConnectionPool | None = None,
         clock: DatabaseClock | None = None,
-        metrics: Metrics | None = None,
+        metrics: StoreObserver | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._pool = pool
@@ -298,7 +297,7 @@ class GroupCommitWriter:
             if item.work.log_id not in batch_ids:
                 batch_ids.add(item.work.log_id)
                 first.append(item.work)
-        async with self._claim_pool.connection() as conn:
+        async with connection(self._claim_pool) as conn:
             cur = await conn.execute(query("claim_signals"), {"rows": orjson.dumps(first).decode()})
             won = {row[0] for row in await cur.fetchall()}
         winners: list[_Item[Claim, ExistingSignal | None]] = []
@@ -324,16 +323,14 @@ class GroupCommitWriter:
         log.warning("late_claims_voided", count=len(claims))
         params = {"log_ids": [c.log_id for c in claims], "tokens": [c.claim_token for c in claims]}
         try:
-            with wrap_database_errors():
-                async with self._claim_pool.connection() as conn:
-                    await conn.execute(query("void_claims"), params)
+            async with connection(self._claim_pool) as conn:
+                await conn.execute(query("void_claims"), params)
         except StoreError as exc:
             log.error("late_claims_not_voided", count=len(claims), error=str(exc))
 
     async def _answer_losers(self, losers: list[_Item[Claim, ExistingSignal | None]]) -> None:
         try:
-            with wrap_database_errors():
-                existing = await fetch_existing(self._claim_pool, [i.work.log_id for i in losers])
+            existing = await fetch_existing(self._claim_pool, [i.work.log_id for i in losers])
         except StoreError as exc:
             _fail(losers, exc)
             return
@@ -358,7 +355,7 @@ class GroupCommitWriter:
             if item.work.claim.log_id not in seen:
                 seen.add(item.work.claim.log_id)
                 rows.append(item.work)
-        async with self._pool.connection() as conn:
+        async with connection(self._pool) as conn:
             cur = await conn.execute(query("finish_signals"), {"rows": orjson.dumps(rows).decode()})
             written = {row[0]: bool(row[1]) for row in await cur.fetchall()}
         if any(written.values()):
@@ -376,7 +373,7 @@ async def fetch_existing(
     pool: AsyncConnectionPool, log_ids: list[str]
 ) -> dict[str, ExistingSignal]:
     """The rows that own these log_ids, by log_id."""
-    async with pool.connection() as conn:
+    async with connection(pool) as conn:
         cur = await conn.execute(query("existing_signals"), {"log_ids": log_ids})
         rows = await cur.fetchall()
     return {

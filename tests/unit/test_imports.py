@@ -36,3 +36,20 @@ def test_each_module_imports_alone() -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         failed = [r for r in pool.map(_import_alone, names) if r[1] != 0]
     assert failed == []
+
+
+def test_the_store_depends_on_protocols_not_on_the_layers_above() -> None:
+    """router.store imports neither metrics, dispatch, the API nor the app: it gets Protocols."""
+    code = (
+        "import sys, pkgutil, importlib, router.store as s\n"
+        "for m in pkgutil.walk_packages(s.__path__, 'router.store.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[:2] in"
+        " (['router','metrics'], ['router','dispatch'], ['router','api'], ['router','app']))\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
