@@ -10,14 +10,14 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from router.model import DlqEntry, DlqStatus, LogStatus
 from router.store.errors import connection
 from router.store.jsonb import use_orjson
 from router.store.queries import query
-from router.store.reads import compose_select, fetch_dicts
+from router.store.reads import fetch_dicts
 
 
 class EntryBusy(Exception):
@@ -105,47 +105,19 @@ class ClaimedBatch:
             )
 
 
-def list_query(
-    filters: DlqFilter, *, limit: int, before_id: int | None
-) -> tuple[sql.Composed, dict[str, Any]]:
-    """GET /dlq's SQL, joined from fixed fragments, and its parameters."""
-    where = _filter_fragments(filters)
-    if before_id is not None:
-        where.append(sql.SQL(query("dlq_where_before_id")))
-    params = _filter_params(filters) | {"before_id": before_id, "limit": limit}
-    return compose_select(query("dlq_select"), where, query("dlq_order_newest")), params
-
-
-def claim_query(
-    filters: DlqFilter | None, *, by_ids: bool, lock: bool, after: bool = False
-) -> sql.Composed:
-    """The claim: oldest first over dlq_pending_oldest, locked rows skipped (SKIP LOCKED)."""
-    if by_ids:
-        where = [sql.SQL(query("dlq_where_replayable_ids"))]
-    else:
-        where = [sql.SQL(query("dlq_where_claimable")), *_filter_fragments(filters or DlqFilter())]
-        if after:
-            where.append(sql.SQL(query("dlq_where_after_position")))
-    statement = compose_select(query("dlq_select"), where, query("dlq_order_oldest"))
-    if lock:
-        statement = sql.SQL("\n").join([statement, sql.SQL(query("dlq_skip_locked"))])
-    return statement
-
-
 async def fetch_page(
     pool: AsyncConnectionPool, filters: DlqFilter, *, limit: int, before_id: int | None
 ) -> list[DlqEntry]:
     """Up to `limit` entries newest first (id DESC), below `before_id` when given."""
-    statement, params = list_query(filters, limit=limit, before_id=before_id)
+    params = _filter_params(filters) | {"before_id": before_id, "limit": limit}
     async with connection(pool) as conn:
-        return await _entries(conn, statement, params)
+        return await _entries(conn, "dlq_page", params)
 
 
 async def fetch_one(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
     """The entry `entry_id`, or None."""
-    statement = compose_select(query("dlq_select"), [sql.SQL(query("dlq_where_id"))], None)
     async with connection(pool) as conn:
-        rows = await _entries(conn, statement, {"id": entry_id})
+        rows = await _entries(conn, "dlq_one", {"id": entry_id})
     return rows[0] if rows else None
 
 
@@ -155,12 +127,10 @@ async def discard(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
     A resolved entry is returned unchanged. Raises EntryBusy while a replayer holds it:
     waiting for its dispatch to end could take the whole signal deadline.
     """
-    statement = compose_select(query("dlq_select"), [sql.SQL(query("dlq_where_id"))], None)
-    statement = sql.SQL("\n").join([statement, sql.SQL(query("dlq_lock_nowait"))])
     async with connection(pool) as conn:
         try:
             async with conn.transaction():
-                rows = await _entries(conn, statement, {"id": entry_id})
+                rows = await _entries(conn, "dlq_one_for_discard", {"id": entry_id})
                 if not rows:
                     return None
                 entry = rows[0]
@@ -187,17 +157,15 @@ async def list_claimable(
     pool: AsyncConnectionPool, filters: DlqFilter, *, round_started: datetime, limit: int
 ) -> list[DlqEntry]:
     """What a bulk round would claim now, without claiming it (dry run)."""
-    statement = claim_query(filters, by_ids=False, lock=False)
-    params = _filter_params(filters) | {"round_started": round_started, "limit": limit}
+    params = _round_params(filters, round_started, limit, None)
     async with connection(pool) as conn:
-        return await _entries(conn, statement, params)
+        return await _entries(conn, "dlq_claimable", params)
 
 
 async def fetch_replayable(pool: AsyncConnectionPool, ids: Sequence[int]) -> list[DlqEntry]:
     """The entries among `ids` a replay by id would dispatch, oldest first (dry run)."""
-    statement = claim_query(None, by_ids=True, lock=False)
     async with connection(pool) as conn:
-        return await _entries(conn, statement, {"ids": list(ids), "limit": len(ids)})
+        return await _entries(conn, "dlq_replayable_ids", {"ids": list(ids)})
 
 
 async def statuses(pool: AsyncConnectionPool, ids: Sequence[int]) -> dict[int, str]:
@@ -219,11 +187,8 @@ async def claim_pending(
 ) -> AsyncIterator[ClaimedBatch]:
     """Lock up to `limit` pending entries of this round, oldest first (past `after`, the
     (created_at, id) where its previous claims ended), for the block's length."""
-    params = _filter_params(filters) | {"round_started": round_started, "limit": limit}
-    if after is not None:
-        params |= {"after_created_at": after[0], "after_id": after[1]}
-    statement = claim_query(filters, by_ids=False, lock=True, after=after is not None)
-    async with _claim(pool, statement, params, hold_s) as b:
+    params = _round_params(filters, round_started, limit, after)
+    async with _claim(pool, "dlq_claim_round", params, hold_s) as b:
         yield b
 
 
@@ -232,14 +197,13 @@ async def claim_ids(
     pool: AsyncConnectionPool, ids: Sequence[int], *, hold_s: float
 ) -> AsyncIterator[ClaimedBatch]:
     """Lock the pending or parked entries among `ids` that no other replayer holds."""
-    params = {"ids": list(ids), "limit": len(ids)}
-    async with _claim(pool, claim_query(None, by_ids=True, lock=True), params, hold_s) as b:
+    async with _claim(pool, "dlq_claim_ids", {"ids": list(ids)}, hold_s) as b:
         yield b
 
 
 @contextlib.asynccontextmanager
 async def _claim(
-    pool: AsyncConnectionPool, statement: sql.Composed, params: dict[str, Any], hold_s: float
+    pool: AsyncConnectionPool, name: str, params: dict[str, Any], hold_s: float
 ) -> AsyncIterator[ClaimedBatch]:
     async with connection(pool) as conn, conn.transaction():
         # The batch stays locked while it is dispatched; a replayer that hangs instead
@@ -248,7 +212,7 @@ async def _claim(
             "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
             (f"{int(hold_s * 1000)}ms",),
         )
-        entries = await _entries(conn, statement, params)
+        entries = await _entries(conn, name, params)
         signals: dict[str, SignalRow] = {}
         if entries:
             async with conn.cursor() as cur:
@@ -260,24 +224,23 @@ async def _claim(
         yield ClaimedBatch(conn, entries, signals)
 
 
-def _filter_fragments(filters: DlqFilter) -> list[sql.SQL]:
-    where: list[sql.SQL] = []
-    if filters.status is not None:
-        where.append(sql.SQL(query("dlq_where_status")))
-    if filters.agent is not None:
-        where.append(sql.SQL(query("dlq_where_agent")))
-    if filters.kind is not None:
-        where.append(sql.SQL(query("dlq_where_kind")))
-    return where
-
-
 def _filter_params(filters: DlqFilter) -> dict[str, Any]:
     agent = None if filters.agent is None else orjson.dumps([filters.agent]).decode()
     return {"status": filters.status, "agent": agent, "kind": filters.kind}
 
 
-async def _entries(
-    conn: AsyncConnection, statement: sql.Composed, params: dict[str, Any]
-) -> list[DlqEntry]:
-    rows = await fetch_dicts(conn, statement, params, ("created_at", "last_attempt_at"))
+def _round_params(
+    filters: DlqFilter, started: datetime, limit: int, after: tuple[datetime, int] | None
+) -> dict[str, Any]:
+    after_at, after_id = after if after is not None else (None, None)
+    return _filter_params(filters) | {
+        "round_started": started,
+        "limit": limit,
+        "after_created_at": after_at,
+        "after_id": after_id,
+    }
+
+
+async def _entries(conn: AsyncConnection, name: str, params: dict[str, Any]) -> list[DlqEntry]:
+    rows = await fetch_dicts(conn, query(name), params, ("created_at", "last_attempt_at"))
     return [DlqEntry(**row) for row in rows]

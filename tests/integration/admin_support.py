@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from tests.support import ADMIN_KEY, RouterServer
-
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 async def admin(
@@ -77,19 +74,6 @@ def dlq_rows(router: RouterServer) -> list[tuple[Any, ...]]:
 def log_rows(router: RouterServer) -> list[tuple[Any, ...]]:
     """Every signal_log row, every column, by log_id."""
     return router.query("SELECT * FROM signal_log ORDER BY log_id")
-
-
-def with_positional(statement: str) -> tuple[str, list[str]]:
-    """`%(name)s` placeholders as `$n` (for PREPARE / EXPLAIN (GENERIC_PLAN)), and the names."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
-
-    return _PLACEHOLDER.sub(number, statement), names
 
 
 def seed_log_rows(

@@ -6,14 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from router.dispatch import Dispatcher, create_client_session
 from router.replay import Replayer
 from router.routing import load_routing_table
-from router.store.dlq import DlqFilter, claim_query
+from router.store.dlq import DlqFilter
 from router.store.pool import open_pool
 from tests.integration.admin_support import admin, dlq_rows, log_rows, seed_dead_letters
 from tests.support import API_KEY, AgentProcess, RouterServer, start_router
@@ -392,30 +390,6 @@ async def test_one_round_never_dispatches_a_failing_entry_twice(
     # Three attempts each (max_attempts = 3), from one dispatch.
     assert len(keys) == len(ids) and set(keys.values()) == {3}
     assert router.query("SELECT DISTINCT status, replay_count FROM dlq") == [("pending", 1)]
-
-
-async def test_claim_query_uses_the_pending_index(router: RouterServer) -> None:
-    """EXPLAIN of the replay claim over thousands of rows shows dlq_pending_oldest."""
-    seed_dead_letters(router.database_url, 4000, prefix="done", status="resolved")
-    seed_dead_letters(router.database_url, 50, prefix="todo")
-    params = {
-        "round_started": "2100-01-01T00:00:00Z",
-        "limit": 20,
-        "agent": None,
-        "status": None,
-        "after_created_at": "2000-01-01T00:00:00Z",
-        "after_id": 10,
-    }
-    with psycopg.connect(router.database_url, autocommit=True) as conn:
-        conn.execute("ANALYZE dlq")
-        for filters, after in [(DlqFilter(), False), (DlqFilter(kind="solo"), True)]:
-            statement = claim_query(filters, by_ids=False, lock=True, after=after)
-            plan = conn.execute(
-                sql.SQL("EXPLAIN {}").format(statement), {**params, "kind": filters.kind}
-            ).fetchall()
-            rendered = "\n".join(r[0] for r in plan)
-            assert "dlq_pending_oldest" in rendered, rendered
-            assert "LockRows" in rendered, rendered
 
 
 async def test_missing_agent_parks_the_entry_instead_of_crashing(router: RouterServer) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import psycopg
 import pytest
 
+from router.store import dlq, logs
+from router.store.pool import open_pool
 from router.store.queries import query
 
 SEED_LOG = """
@@ -54,3 +58,93 @@ def test_outcome_flush_touches_rows_by_index(database_url: str, plan_mode: str) 
     assert "Seq Scan on dlq" not in plan, plan
     assert "signal_log_pkey" in plan, plan
     assert "dlq_log_id_key" in plan, plan
+
+
+SEED_SPREAD_LOG = """
+INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, routed_agents,
+                        trace_id, payload_hash, created_at)
+SELECT 'log-' || g, 'sender-' || (g % 500), 'kind-' || (g % 20),
+       CASE WHEN g % 100 = 0 THEN 'partial' ELSE 'delivered' END, 'all', '{}', '["a"]', 't',
+       'h', now() - g * interval '1 second'
+FROM generate_series(1, 20000) AS g
+"""
+SEED_SPREAD_DLQ = """
+INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, trace_id, status, created_at)
+SELECT 'log-' || g, 's', 'kind-' || (g % 20),
+       CASE WHEN g % 200 = 0 THEN '["rare"]' ELSE '["a"]' END::jsonb, 'all', '{}', 't',
+       CASE WHEN g % 50 = 0 THEN 'pending' WHEN g % 50 = 1 THEN 'parked' ELSE 'resolved' END,
+       now() - g * interval '1 second'
+FROM generate_series(1, 20000) AS g
+"""
+LOG_PAGE = {"sender_id": None, "kind": None, "status": None, "since": None, "until": None,
+            "cursor_created_at": None, "cursor_log_id": None, "limit": 51}  # fmt: skip
+DLQ_PAGE = {"status": None, "agent": None, "kind": None, "before_id": None, "limit": 51}
+ROUND = {"round_started": "2100-01-01T00:00:00Z", "limit": 20, "agent": None, "kind": None,
+         "after_created_at": None, "after_id": None}  # fmt: skip
+# Half-way down the seeded log (its rows are one second apart, back from now).
+MIDDLE = datetime.now(UTC) - timedelta(seconds=10_000)
+CURSOR = {"cursor_created_at": MIDDLE, "cursor_log_id": "log-10000"}
+AFTER = {"after_created_at": "2000-01-01T00:00:00Z", "after_id": 10}
+
+# Each named read and claim, with the filters a caller gives it, and the index it must use.
+PLANS = [
+    ("logs_one", {"log_id": "log-7"}, "signal_log_pkey"),
+    ("logs_page", LOG_PAGE, "signal_log_created"),
+    ("logs_page", {**LOG_PAGE, "sender_id": "sender-7"}, "signal_log_sender_created"),
+    ("logs_page", {**LOG_PAGE, "sender_id": "sender-7", **CURSOR}, "signal_log_sender_created"),
+    ("logs_page", {**LOG_PAGE, "kind": "kind-3"}, "signal_log_kind_created"),
+    ("logs_page", {**LOG_PAGE, "status": "partial"}, "signal_log_status_created"),
+    ("logs_page", {**LOG_PAGE, "since": MIDDLE}, "signal_log_created"),
+    ("dlq_one", {"id": 7}, "dlq_pkey"),
+    ("dlq_one_for_discard", {"id": 7}, "dlq_pkey"),
+    ("dlq_page", DLQ_PAGE, "dlq_pkey"),
+    ("dlq_page", {**DLQ_PAGE, "before_id": 900}, "dlq_pkey"),
+    ("dlq_page", {**DLQ_PAGE, "status": "pending"}, "dlq_status_id"),
+    ("dlq_page", {**DLQ_PAGE, "agent": '["rare"]'}, "dlq_agents"),
+    ("dlq_claimable", ROUND, "dlq_pending_oldest"),
+    # A kind's few pending rows: a bitmap over the status index, then a sort, is as good.
+    ("dlq_claimable", {**ROUND, "kind": "kind-3", **AFTER}, "dlq_pending_oldest|dlq_status_id"),
+    ("dlq_claim_round", ROUND, "dlq_pending_oldest"),
+    ("dlq_claim_round", {**ROUND, "agent": '["a"]', **AFTER}, "dlq_pending_oldest"),
+    ("dlq_replayable_ids", {"ids": [5, 50, 51]}, "dlq_pkey"),
+    ("dlq_claim_ids", {"ids": [5, 50, 51]}, "dlq_pkey"),
+]
+
+
+@pytest.fixture
+def spread_database(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(SEED_SPREAD_LOG)
+        conn.execute(SEED_SPREAD_DLQ)
+        conn.execute("ANALYZE signal_log")
+        conn.execute("ANALYZE dlq")
+    return database_url
+
+
+def test_every_read_and_claim_uses_its_index(spread_database: str) -> None:
+    """Each named query, planned as the store runs it (unprepared: with its values, so the
+    NULL filters fold away), scans the index it is written for and never the whole table."""
+    with psycopg.connect(spread_database, autocommit=True) as conn:
+        for name, params, index in PLANS:
+            plan = _plan(conn, query(name), params)
+            assert any(i in plan for i in index.split("|")), (name, params, plan)
+            assert "Seq Scan" not in plan, (name, params, plan)
+            if name in ("dlq_claim_round", "dlq_claim_ids", "dlq_one_for_discard"):
+                assert "LockRows" in plan, (name, plan)
+
+
+@pytest.mark.asyncio
+async def test_reads_are_never_prepared(spread_database: str) -> None:
+    """A prepared statement could get a generic plan, which keeps every NULL filter and loses
+    the index: the store's reads run unprepared however often they run."""
+    pool = await open_pool(spread_database, min_size=1, max_size=1, wait=True)
+    try:
+        for _ in range(12):  # psycopg prepares after 5 executions of one statement
+            await logs.fetch_page(pool, logs.LogFilter(kind="kind-3"), limit=5, after=None)
+            await dlq.fetch_page(pool, dlq.DlqFilter(status="pending"), limit=5, before_id=None)
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [row[0] for row in await cur.fetchall()]
+    finally:
+        await pool.close()
+    assert not [s for s in prepared if "FROM signal_log" in s or "FROM dlq" in s], prepared

@@ -1,56 +1,84 @@
--- Fixed fragments and queries of the DLQ API and its replayers, joined with psycopg.sql by
--- router/store/dlq.py. Values are always parameters.
+-- The DLQ API's and the replayers' statements (router/store/dlq.py). Values are always
+-- parameters.
 
--- name: dlq_select
+-- name: dlq_one
 SELECT id, log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
        last_error, attempts, replay_count, status, created_at, last_attempt_at
 FROM dlq
+WHERE id = %(id)s
 
--- name: dlq_where_id
-id = %(id)s
+-- name: dlq_one_for_discard
+-- NOWAIT: an entry a replayer holds is busy (409), rather than a wait of a whole dispatch.
+SELECT id, log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
+       last_error, attempts, replay_count, status, created_at, last_attempt_at
+FROM dlq
+WHERE id = %(id)s
+FOR UPDATE NOWAIT
 
--- name: dlq_where_status
-status = %(status)s
-
--- name: dlq_where_agent
--- Containment, which the GIN index dlq_agents (jsonb_path_ops) answers.
-agents @> %(agent)s::jsonb
-
--- name: dlq_where_kind
-kind = %(kind)s
-
--- name: dlq_where_before_id
-id < %(before_id)s
-
--- name: dlq_order_newest
+-- name: dlq_page
+-- Newest first. Every filter is optional (NULL drops it); run unprepared (store/reads.py), so
+-- each execution is planned with its values: dlq_status_id for a status, the GIN index
+-- dlq_agents for the containment `agents @> ["name"]`, the primary key otherwise.
+SELECT id, log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
+       last_error, attempts, replay_count, status, created_at, last_attempt_at
+FROM dlq
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(agent)s::jsonb IS NULL OR agents @> %(agent)s::jsonb)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC
 LIMIT %(limit)s
 
--- name: dlq_where_claimable
--- A bulk round takes pending entries older than the round, each at most once: an entry
--- this round (or a concurrent one) already attempted has last_attempt_at after its start.
--- created_at < … is also what bounds the scan of dlq_pending_oldest.
-status = 'pending' AND created_at < %(round_started)s
-AND (last_attempt_at IS NULL OR last_attempt_at < %(round_started)s)
-
--- name: dlq_where_after_position
--- Where this round's previous claims ended: what lies before was claimed, attempted, or
--- held by another replayer, so a long failing backlog is not rescanned by every claim.
-(created_at, id) > (%(after_created_at)s, %(after_id)s)
-
--- name: dlq_where_replayable_ids
--- A replay by id still tries a parked entry; resolved and discarded ones never again.
-id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'parked')
-
--- name: dlq_order_oldest
+-- name: dlq_claimable
+-- What a bulk replay round would claim: pending entries older than the round, oldest first
+-- over dlq_pending_oldest, each at most once per round (an entry this round or a concurrent
+-- one already attempted has last_attempt_at after its start; created_at < … also bounds the
+-- scan). `after` is where this round's previous claims ended: what lies before was claimed,
+-- attempted, or held by another replayer, so a long failing backlog is not rescanned.
+-- dlq_claim_round is the same statement with the lock.
+SELECT id, log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
+       last_error, attempts, replay_count, status, created_at, last_attempt_at
+FROM dlq
+WHERE status = 'pending' AND created_at < %(round_started)s
+  AND (last_attempt_at IS NULL OR last_attempt_at < %(round_started)s)
+  AND (%(agent)s::jsonb IS NULL OR agents @> %(agent)s::jsonb)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR (created_at, id) > (%(after_created_at)s::timestamptz, %(after_id)s::bigint))
 ORDER BY created_at, id
 LIMIT %(limit)s
 
--- name: dlq_skip_locked
+-- name: dlq_claim_round
+-- dlq_claimable, locked for the batch's dispatch; rows another replayer holds are skipped.
+SELECT id, log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
+       last_error, attempts, replay_count, status, created_at, last_attempt_at
+FROM dlq
+WHERE status = 'pending' AND created_at < %(round_started)s
+  AND (last_attempt_at IS NULL OR last_attempt_at < %(round_started)s)
+  AND (%(agent)s::jsonb IS NULL OR agents @> %(agent)s::jsonb)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR (created_at, id) > (%(after_created_at)s::timestamptz, %(after_id)s::bigint))
+ORDER BY created_at, id
+LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
--- name: dlq_lock_nowait
-FOR UPDATE NOWAIT
+-- name: dlq_replayable_ids
+-- A replay by id still tries a parked entry; resolved and discarded ones never again.
+-- dlq_claim_ids is the same statement with the lock.
+SELECT id, log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
+       last_error, attempts, replay_count, status, created_at, last_attempt_at
+FROM dlq
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'parked')
+ORDER BY created_at, id
+
+-- name: dlq_claim_ids
+SELECT id, log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
+       last_error, attempts, replay_count, status, created_at, last_attempt_at
+FROM dlq
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'parked')
+ORDER BY created_at, id
+FOR UPDATE SKIP LOCKED
 
 -- name: dlq_round_clock
 -- The database's clock, the one created_at and last_attempt_at are written with.
