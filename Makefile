@@ -63,9 +63,11 @@ load: $(STAMP)
 	  --users $(USERS) --spawn-rate $(USERS) --host $(HOST) --signals $(N) \
 	  --only-summary --loglevel WARNING
 
-## load-faults: the same mix against a stack of its own whose agents fail 30 % of attempts.
+## load-faults: the same mix against a stack of its own whose agents fail 30 % of attempts, then
+## the hung-agent scenario: no fault and one agent hung, side by side (loadtest/hung.py).
 load-faults: $(STAMP)
-	$(BIN)/python -m loadtest.faults --signals $(N) --users $(USERS)
+	@status=0; $(BIN)/python -m loadtest.faults --signals $(N) --users $(USERS) || status=$$?; \
+	$(BIN)/python -m loadtest.hung || status=$$?; exit $$status
 
 ## chaos: the fault suite, N passes over every fault (make chaos N=5); exit 1 on a violation.
 chaos: $(STAMP)

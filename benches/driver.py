@@ -152,7 +152,7 @@ def build_request(url: str, body: bytes, headers: Sequence[str]) -> tuple[str, i
 
 async def run(
     url: str,
-    body: bytes,
+    bodies: Sequence[bytes],
     headers: Sequence[str],
     *,
     connections: int,
@@ -161,16 +161,18 @@ async def run(
     requests: int | None,
     cpu_pids: Sequence[int],
 ) -> dict[str, Any]:
-    """Drive `url` and return the measured window's figures."""
-    host, port, request = build_request(url, body, headers)
+    """Drive `url` and return the measured window's figures; connection i sends body i mod n."""
+    built = [build_request(url, body, headers) for body in bodies]
+    host, port, _ = built[0]
     loop = asyncio.get_running_loop()
     shared = _Shared(remaining=requests)
     closed: list[asyncio.Future[None]] = []
-    for _ in range(connections):
+    for i in range(connections):
+        request = built[i % len(built)][2]
         future: asyncio.Future[None] = loop.create_future()
         closed.append(future)
         await loop.create_connection(
-            lambda f=future: _Connection(request, shared, f),  # type: ignore[misc]
+            lambda f=future, r=request: _Connection(r, shared, f),  # type: ignore[misc]
             host,
             port,
         )
@@ -215,7 +217,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds (cap)")
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first")
     parser.add_argument("--requests", type=int, help="stop after this many measured requests")
-    parser.add_argument("--body", default="{}", help="the JSON body sent with every request")
+    parser.add_argument(
+        "--body",
+        action="append",
+        help="the JSON body each connection sends; given n times, connection i sends the i mod n",
+    )
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("--cpu-pid", type=int, action="append", default=[])
     return parser
@@ -235,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = runner.run(
             run(
                 args.url,
-                args.body.encode(),
+                [body.encode() for body in args.body or ["{}"]],
                 args.header,
                 connections=args.connections,
                 duration_s=args.duration,

@@ -40,7 +40,7 @@ CONNECTIONS = 32
 
 def drive(
     url: str,
-    body: bytes,
+    body: bytes | Sequence[bytes],
     *,
     connections: int,
     duration_s: float,
@@ -48,7 +48,8 @@ def drive(
     cpu_pids: Sequence[int] = (),
     headers: Sequence[str] = (),
 ) -> Phase:
-    """Run benches.driver in its own process against `url`; its JSON result."""
+    """Run benches.driver in its own process against `url`; its JSON result. With several
+    bodies, connection i sends body i mod n."""
     command = [
         sys.executable,
         "-m",
@@ -61,9 +62,9 @@ def drive(
         str(duration_s),
         "--warmup",
         str(warmup_s),
-        "--body",
-        body.decode(),
     ]
+    for one in [body] if isinstance(body, bytes) else body:
+        command += ["--body", one.decode()]
     for header in headers:
         command += ["--header", header]
     for pid in cpu_pids:

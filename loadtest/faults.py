@@ -36,7 +36,7 @@ def _metric(base: str, name: str) -> float:
     return sum(float(v) for v in pattern.findall(text))
 
 
-def _routes(path: Path) -> Path:
+def routes_on_free_ports(path: Path) -> Path:
     """The packaged demo table with its agents moved to free ports."""
     text = (ROOT / "router" / "routes.toml").read_text()
     for port in DEMO_PORTS:
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="router-faults-") as tmp, bench_database() as url:
-        routes = _routes(Path(tmp) / "routes.toml")
+        routes = routes_on_free_ports(Path(tmp) / "routes.toml")
         agents = subprocess.Popen(
             [
                 sys.executable,
