@@ -157,10 +157,13 @@ class AgentState:
         self.keys: OrderedDict[str, int] = OrderedDict()
         self.records: deque[Record] = deque(maxlen=MAX_RECORDS)
         self._hung: set[asyncio.Future[None]] = set()
+        # Requests being answered now, and the most at once since the last reset.
+        self.in_flight = self.max_in_flight = 0
 
     def reset(self) -> None:
         """Forget every request received so far."""
         self.received = self.succeeded = self.failed = 0
+        self.max_in_flight = self.in_flight
         self.keys.clear()
         self.records.clear()
         self.rng = random.Random(self.behaviour.seed)
@@ -188,6 +191,14 @@ class AgentState:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one delivery according to the current behaviour (the load-test hot path)."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.received += 1
         headers = request.headers
         key = headers.get("Idempotency-Key")
@@ -262,6 +273,7 @@ class AgentState:
                 "received": self.received,
                 "succeeded": self.succeeded,
                 "failed": self.failed,
+                "max_in_flight": self.max_in_flight,
                 "keys": self.keys,
             }
         )

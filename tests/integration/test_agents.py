@@ -188,6 +188,7 @@ def test_success_answers_200_and_counts_per_key(start: Callable[..., Agent]) -> 
         "received": 3,
         "succeeded": 3,
         "failed": 0,
+        "max_in_flight": 1,
         "keys": {"k1": 2, "k2": 1},
     }
     records = call("GET", f"{agent.base}/requests").body
@@ -330,6 +331,7 @@ def test_reset_clears_records_and_counts(start: Callable[..., Agent]) -> None:
         "received": 0,
         "succeeded": 0,
         "failed": 0,
+        "max_in_flight": 0,
         "keys": {},
     }
     assert call("GET", f"{agent.base}/requests").body == []

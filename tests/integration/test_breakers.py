@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from router.rate_limit import RateLimit
 from tests.support import AgentProcess, RouterServer, start_router
@@ -100,6 +101,17 @@ async def test_an_open_breaker_fails_fast_then_recovery_replays_the_backlog_once
     alpha = fresh_agents["alpha"]
     routes = table(tmp_path / "routes.toml", fresh_agents)
     alpha.behave(hang=True)
+    with structlog.testing.capture_logs() as logs:
+        await _hang_then_recover(database_url, routes, alpha)
+    # One log line per state change, from closed through the failed probes back to closed.
+    changes = [
+        (e["agent"], e["previous"], e["state"]) for e in logs if e["event"] == "agent_breaker"
+    ]
+    assert changes[0] == ("alpha", "closed", "open") and changes[-1][2] == "closed", changes
+    assert all(previous != state for _, previous, state in changes), changes
+
+
+async def _hang_then_recover(database_url: str, routes: Path, alpha: AgentProcess) -> None:
     async with start_router(database_url, routes) as router:
         for n in range(2):
             status, body, _ = await router.route(signal("solo", n))
@@ -170,6 +182,29 @@ async def test_two_routers_auto_replay_each_entry_once(
         assert keys == sorted(f"solo-{n}" for n in range(40))  # once each, across both
         total = await metric(one, "auto_replayed_total") + await metric(two, "auto_replayed_total")
         assert total >= 40
+
+
+async def test_auto_replay_stays_within_the_agents_concurrency(
+    database_url: str, tmp_path: Path, fresh_agents: dict[str, AgentProcess]
+) -> None:
+    """A backlog of 30 slow entries drains with never more than `concurrency` at once."""
+    alpha = fresh_agents["alpha"]
+    routes = table(tmp_path / "routes.toml", fresh_agents, failures=1)
+    text = routes.read_text().replace("[agents.alpha]\n", "[agents.alpha]\nconcurrency = 3\n")
+    routes.write_text(text)
+    alpha.behave(status=503)
+    async with start_router(database_url, routes) as router:
+        for n in range(30):
+            assert (await router.route(signal("solo", n)))[0] == 202
+        alpha.reset()  # also restores the healthy behaviour
+        alpha.behave(latency_ms=50)
+
+        async def drained() -> bool:
+            return router.query("SELECT count(*) FROM dlq WHERE status <> 'resolved'") == [(0,)]
+
+        await wait_for(drained, timeout=20)
+    stats = alpha.stats()
+    assert stats["succeeded"] >= 30 and stats["max_in_flight"] == 3, stats
 
 
 async def test_auto_replay_false_leaves_the_backlog_to_an_operator(
