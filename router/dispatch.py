@@ -18,6 +18,7 @@ from router.agent_health import AgentHealth, Breaker, RetryBudget
 from router.model import AgentOutcome, AttemptKind, Mode
 from router.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from router.routing import AgentConfig
+from router.signing import signature_header
 
 __all__ = [
     "DispatchObserver",
@@ -70,6 +71,7 @@ class _AgentState:
         "name",
         "policy",
         "semaphore",
+        "signing_keys",
         "timeout",
         "timeout_error",
         "timeout_s",
@@ -83,6 +85,7 @@ class _AgentState:
             agent.name, failures=agent.breaker_failures, open_s=agent.breaker_open_ms / 1000
         )
         self.budget: RetryBudget = health.budget(agent.name, ratio=agent.retry_budget)
+        self.signing_keys = agent.signing_keys
         self.url = URL(agent.url)
         self.semaphore = asyncio.Semaphore(agent.concurrency)
         self.timeout_s = agent.timeout_ms / 1000
@@ -328,6 +331,8 @@ class Dispatcher:
             headers = headers.copy()
             headers["X-Router-Attempt"] = str(attempt)
             observer.retry(name)
+        if state.signing_keys:
+            headers = _signed(headers, state.signing_keys, d.body)
         state.budget.attempted(retry=attempt > 1)
         d.retry_after = None
         retryable = False
@@ -386,6 +391,18 @@ class Dispatcher:
             observer.inflight(name, -1)
         observer.attempt_finished(name, kind, self._clock() - start)
         return "retry" if retryable else "done"
+
+
+def _signed(headers: dict[str, str], keys: tuple[bytes, ...], body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers, signed now: a retry carries a fresh timestamp."""
+    msg_id = headers["Idempotency-Key"]
+    timestamp = int(time.time())
+    return {
+        **headers,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(keys, msg_id, timestamp, body),
+    }
 
 
 def _parse_json(raw: bytes, content_type: str) -> Any:

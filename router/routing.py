@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from router.model import MODES, Mode
+from router.signing import ENV_NAME, SigningError, keys_from_env
 
 __all__ = [
     "AgentConfig",
@@ -54,6 +55,7 @@ _AGENT_TUNABLES = (
     "breaker_open_ms",
     "retry_budget",
     "auto_replay",
+    "signing_secrets_env",
 )
 _SIGNAL_TUNABLES = ("deadline_ms", "mode")
 Tunable = int | float | str | bool
@@ -68,6 +70,7 @@ _DEFAULT_VALUES: dict[str, Tunable] = {
     "breaker_open_ms": 5000,
     "retry_budget": 0.2,
     "auto_replay": True,
+    "signing_secrets_env": "",
     "mode": "all",
 }
 _TOP_KEYS = ("defaults", "agents", "rules")
@@ -102,6 +105,9 @@ class AgentConfig:
     breaker_open_ms: int = 5000
     retry_budget: float = 0.2
     auto_replay: bool = True
+    signing_secrets_env: str = ""
+    # Read from that variable at load; never printed (repr), logged or stored.
+    signing_keys: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
 
 
 _WORD_RE = re.compile(r"\w+")
@@ -265,6 +271,14 @@ def _tunable(value: object, key: str, source: str, where: str) -> Tunable:
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
             raise _fail(source, where, f"retry_budget must be within [0, 1], got {value!r}")
         return float(value)
+    if key == "signing_secrets_env":
+        if not isinstance(value, str) or (value and ENV_NAME.fullmatch(value) is None):
+            raise _fail(
+                source,
+                where,
+                f"signing_secrets_env must be an environment variable's name, got {value!r}",
+            )
+        return value
     if key == "auto_replay":
         if type(value) is not bool:
             raise _fail(source, where, f"auto_replay must be true or false, got {value!r}")
@@ -354,7 +368,15 @@ def _parse_agent(
             f" >= backoff_initial_ms ({tunables['backoff_initial_ms']}"
             f"{origin['backoff_initial_ms']})",
         )
-    return AgentConfig(name=name, url=_url(raw["url"], source, where), **tunables)
+    keys: tuple[bytes, ...] = ()
+    if tunables["signing_secrets_env"]:
+        try:
+            keys = keys_from_env(tunables["signing_secrets_env"])
+        except SigningError as err:
+            raise _fail(source, where, str(err)) from None
+    return AgentConfig(
+        name=name, url=_url(raw["url"], source, where), signing_keys=keys, **tunables
+    )
 
 
 def _parse_rule(

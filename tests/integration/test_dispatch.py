@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import re
 import socket
 import time
@@ -14,6 +16,8 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+import standardwebhooks
+import standardwebhooks.webhooks
 from aiohttp import web
 
 from router.dispatch import (
@@ -24,6 +28,7 @@ from router.dispatch import (
 )
 from router.model import AgentOutcome, Mode
 from router.routing import AgentConfig
+from router.signing import keys_from_env
 
 BODY = orjson.dumps({"log_id": "sig-1", "sender_id": "u1", "kind": "k", "payload": {"m": "hé"}})
 LOG_ID = "sig-1"
@@ -674,3 +679,46 @@ def test_new_traces_are_distinct() -> None:
     (first, first_id), (second, second_id) = new_traceparent(None), new_traceparent(None)
     assert first_id != second_id
     assert first.split("-")[2] != second.split("-")[2]
+
+
+# --- Standard Webhooks signatures ----------------------------------------------------------
+
+SECRET_OLD = "whsec_" + base64.b64encode(b"the old secret, still accepted").decode()
+SECRET_NEW = base64.b64encode(b"the new secret, rotated in").decode().rstrip("=")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("secrets", [[SECRET_NEW], [SECRET_NEW, SECRET_OLD]])
+async def test_signed_requests_verify_with_the_reference_library(
+    serve_agent: ServeAgent, session: aiohttp.ClientSession, secrets: list[str]
+) -> None:
+    """Each secret's signature verifies with `standardwebhooks`; a retry is signed afresh."""
+    agent = await serve_agent(reply(503), reply(200))
+    keys = keys_from_env("SIGNING", {"SIGNING": " ".join(secrets)})
+    a = dataclasses.replace(config(agent.url), signing_secrets_env="SIGNING", signing_keys=keys)
+    [outcome] = await run(dispatcher(session, a), [a])
+    assert outcome.ok and outcome.attempts == 2
+    for headers, body in agent.seen:
+        assert headers["webhook-id"] == LOG_ID
+        assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+        assert len(headers["webhook-signature"].split(" ")) == len(secrets)
+        for secret in secrets:  # every secret a receiver may hold verifies on its own
+            assert standardwebhooks.Webhook(secret).verify(body, headers) == orjson.loads(BODY)
+        with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+            standardwebhooks.Webhook(
+                SECRET_OLD if secrets == [SECRET_NEW] else "whsec_AAAA"
+            ).verify(body, headers)
+        tampered = body.replace(b"u1", b"u2")
+        with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+            standardwebhooks.Webhook(secrets[0]).verify(tampered, headers)
+
+
+@pytest.mark.asyncio
+async def test_unsigned_agents_get_no_webhook_headers(
+    serve_agent: ServeAgent, session: aiohttp.ClientSession
+) -> None:
+    agent = await serve_agent(reply(200))
+    a = config(agent.url)
+    await run(dispatcher(session, a), [a])
+    [(headers, _)] = agent.seen
+    assert not [h for h in headers if h.lower().startswith("webhook-")]

@@ -734,3 +734,40 @@ def test_breaker_and_budget_keys_default_and_override_per_agent() -> None:
 def test_bad_agent_health_keys_name_the_key(line: str, problem: str) -> None:
     message = load_error("[defaults]\n" + line + "\n" + AGENTS + DEFAULT_RULE)
     assert message.startswith("t.toml: [defaults]: ") and message.endswith(problem), message
+
+
+def test_signing_secrets_are_read_at_load_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """signing_secrets_env names a variable; its secrets are keys, kept out of repr and output."""
+    secret = "whsec_c2VjcmV0LW9uZQ"
+    monkeypatch.setenv("A_SECRETS", f"{secret} c2Vjb25k")
+    head = AGENTS.replace('9001/handle"', '9001/handle"\nsigning_secrets_env = "A_SECRETS"')
+    a = table("", head=head).agents["a"]
+    assert a.signing_keys == (b"secret-one", b"second")
+    assert "secret-one" not in repr(a) and "c2Vj" not in repr(a)
+    path = tmp_path / "routes.toml"
+    path.write_text(head + DEFAULT_RULE)
+    assert check_routes_main(str(path)) == 0
+    out = capsys.readouterr()
+    assert "c2Vj" not in out.out + out.err and "secret-one" not in out.out + out.err
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({}, "signing_secrets_env: $A_SECRETS is not set or empty"),
+        ({"A_SECRETS": "ok=== not*base64"}, "secret 1 of $A_SECRETS is not base64"),
+    ],
+)
+def test_unreadable_signing_secrets_stop_the_load_without_showing_them(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], problem: str
+) -> None:
+    monkeypatch.delenv("A_SECRETS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    head = AGENTS.replace('9001/handle"', '9001/handle"\nsigning_secrets_env = "A_SECRETS"')
+    message = load_error(head + DEFAULT_RULE)
+    assert message.startswith('t.toml: agent "a": ') and message.endswith(problem), message
+    for secret in env.get("A_SECRETS", "").split():
+        assert secret not in message
