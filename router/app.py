@@ -7,6 +7,7 @@ import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import State
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -46,7 +47,8 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
             del app.state.runtime
             await runtime.close()
 
-    app = FastAPI(
+    # Swagger UI's assets come from the fastapi-offline package: /docs works with no internet.
+    app = FastAPIOffline(
         title="Signal router",
         version="0.1.0",
         description=openapi.DESCRIPTION,

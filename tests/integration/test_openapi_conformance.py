@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -232,5 +233,13 @@ async def test_the_document_describes_the_hand_read_bodies(router: RouterServer)
     good |= {"trace_id": "0" * 31 + "1", "agents": []}
     assert jsonschema.Draft202012Validator({**doc, **answer}).is_valid(good)
     assert not jsonschema.Draft202012Validator({**doc, **answer}).is_valid({**good, "new": 1})
-    async with aiohttp.ClientSession() as session, session.get(f"{router.base}/docs") as resp:
-        assert resp.status == 200 and "swagger" in (await resp.text()).lower()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{router.base}/docs") as resp:
+            page = await resp.text()
+        assert resp.status == 200 and "swagger" in page.lower()
+        # Served offline: every script and stylesheet is the router's own, and it is there.
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+\.(?:js|css))['"]""", page)
+        assert len(assets) == 2 and all(a.startswith("/") for a in assets), assets
+        for asset in assets:
+            async with session.get(f"{router.base}{asset}") as resp:
+                assert resp.status == 200 and len(await resp.read()) > 10_000, asset
