@@ -55,6 +55,8 @@ class ReplayResult:
     skipped: list[Skipped] = field(default_factory=list)
     dry_run: bool = False
     would_replay: list[DlqEntry] = field(default_factory=list)
+    # Why replays failed: agent -> error -> deliveries ("*" for an entry not dispatched at all).
+    failures: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def counts(self) -> ReplayCounts:
         """`{"replayed", "resolved", "failed", "parked"}`: the parked are among the failed."""
@@ -65,9 +67,15 @@ class ReplayResult:
             "parked": self.parked,
         }
 
-    def add(self, plans: Sequence[Plan]) -> None:
-        """Count the committed outcome of one batch."""
-        for p in plans:
+    def add(self, done: Sequence[tuple[Plan, Attempt]]) -> None:
+        """Count the committed outcome of one batch, and why its failures failed."""
+        for p, attempt in done:
+            reasons = [(o.agent, o.error or "failed") for o in attempt.outcomes if not o.ok]
+            if attempt.error is not None:
+                reasons.append(("*", attempt.error))
+            for agent, error in reasons:
+                errors = self.failures.setdefault(agent, {})
+                errors[error] = errors.get(error, 0) + 1
             self.replayed += 1
             status = p.entry.status
             if status == "resolved":
@@ -125,7 +133,6 @@ class Replayer:
             hold_s=self._hold_s,
         )
         await self._run(source, result, progress)
-        log.info("dlq_replayed", **result.counts())
         return result
 
     async def replay_ids(self, ids: Sequence[int], *, dry_run: bool = False) -> ReplayResult:
@@ -151,18 +158,16 @@ class Replayer:
                     "not_found" if status is None else _SKIPPED_BECAUSE.get(status, "in_progress")
                 )
                 result.skipped.append({"id": entry_id, "reason": reason})
-        if not dry_run:
-            log.info("dlq_replayed", by_id=True, skipped=len(result.skipped), **result.counts())
         return result
 
     async def _run(self, source: _Source, result: ReplayResult, progress: Progress | None) -> None:
         async def worker() -> None:
             while (claim := source.next()) is not None:
-                plans = await self._replay_claim(claim, source)
-                if plans is None:
+                done = await self._replay_claim(claim, source)
+                if done is None:
                     return
-                result.add(plans)  # counted once committed
-                if progress is not None and plans:
+                result.add(done)  # counted once committed
+                if progress is not None and done:
                     progress(result)
 
         tasks = [asyncio.create_task(worker()) for _ in range(self._workers)]
@@ -173,7 +178,9 @@ class Replayer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _replay_claim(self, claim: tuple[_Claim, int], source: _Source) -> list[Plan] | None:
+    async def _replay_claim(
+        self, claim: tuple[_Claim, int], source: _Source
+    ) -> list[tuple[Plan, Attempt]] | None:
         """Dispatch one claimed batch and write its outcomes; None when nothing was left."""
         context, wanted = claim
         async with context as batch:
@@ -191,7 +198,7 @@ class Replayer:
         for p in plans:
             if p.entry.status == "parked":
                 log.warning("dlq_entry_parked", id=p.entry.id, last_error=p.entry.last_error)
-        return plans
+        return list(zip(plans, attempts, strict=True))
 
     async def _dispatch(self, entry: DlqEntry) -> Attempt:
         """Send the entry's original body to its failed agents, under its original log_id."""

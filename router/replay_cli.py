@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,13 +15,15 @@ import psycopg
 from router.replay import DRY_RUN_LIMIT, Replayer, ReplayResult
 from router.routing import RoutingTable, RoutingTableError, load_routing_table
 from router.settings import Settings, SettingsError
-from router.store.dlq import DlqFilter
+from router.store.dlq import DlqFilter, count_pending
 from router.store.errors import StoreError, wrap_database_errors
 
 # Batches dispatched at once, each holding one connection of the CLI's own pool.
 WORKERS = 4
 CONNECT_TIMEOUT_S = 5
 USAGE_ERROR = 2
+# Piped, a progress line at most this often (and one at the end).
+PROGRESS_EVERY_S = 5.0
 RUN_ERROR = 1
 
 
@@ -39,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="router replay-dlq",
         description="Replay pending DLQ entries, oldest first, each at most once per run; "
         "parked entries are skipped (replay them by id through POST /dlq/replay). Prints "
-        'a one-line JSON summary {"replayed", "resolved", "failed", "parked"}. Safe to run '
-        "as many copies at once as you like.",
+        'a one-line JSON summary {"replayed", "resolved", "failed", "parked"} with the routing '
+        "table and agent URLs it used and the failures' reasons; progress goes to stderr. Safe "
+        "to run as many copies at once as you like.",
     )
     parser.add_argument("--limit", type=_positive, help="replay at most N entries (default: all)")
     parser.add_argument("--agent", help="only entries whose failed agents include A")
@@ -48,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help=f"list what would be replayed (at most --limit, default {DRY_RUN_LIMIT}); "
-        "change nothing",
+        help=f"list what would be replayed, with kind, agents and last error (at most --limit, "
+        f"default {DRY_RUN_LIMIT}; `capped` says when there were more); change nothing",
     )
     return parser
 
@@ -118,32 +122,69 @@ async def _run(
             workers=WORKERS,
         )
         if dry_run:
-            result = await replayer.replay_pending(
-                filters, limit=limit or DRY_RUN_LIMIT, dry_run=True
-            )
+            wanted = limit or DRY_RUN_LIMIT
+            # One more than shown: whether the list was cut is then known, not guessed.
+            result = await replayer.replay_pending(filters, limit=wanted + 1, dry_run=True)
         else:
-            progress = _show_progress if sys.stderr.isatty() else None
+            total = await count_pending(pool, filters)
+            progress = _Progress(min(total, limit) if limit is not None else total)
             result = await replayer.replay_pending(filters, limit=limit, progress=progress)
-            if progress is not None:
-                print(file=sys.stderr)
+            progress.done(result)
     finally:
         await session.close()
         await pool.close()
-    summary: dict[str, Any] = dict(result.counts())
+    # The table and URLs it replayed to: a replay run without the server's ROUTES_FILE
+    # would deliver elsewhere, and this says so.
+    summary: dict[str, Any] = {
+        **result.counts(),
+        "routes": table.source,
+        "agents": {agent.name: agent.url for agent in table.agents.values()},
+    }
     if dry_run:
+        shown = result.would_replay[:wanted]
         summary["dry_run"] = True
-        summary["ids"] = [e.id for e in result.would_replay]
+        summary["ids"] = [e.id for e in shown]
+        summary["entries"] = [
+            {"id": e.id, "kind": e.kind, "agents": e.agents, "last_error": e.last_error}
+            for e in shown
+        ]
+        summary["capped"] = len(result.would_replay) > wanted
+    else:
+        summary["failures"] = result.failures
     return summary
 
 
-def _show_progress(result: ReplayResult) -> None:
-    print(
-        f"\rreplay-dlq: {result.replayed} replayed, {result.resolved} resolved, "
-        f"{result.failed} failed, {result.parked} parked",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
+class _Progress:
+    """Progress with its total: a live line on a terminal, a JSON line every few seconds when
+    piped (cron, CI), so a long replay is never silent."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self._last = time.monotonic()
+
+    def __call__(self, result: ReplayResult) -> None:
+        if self.tty:
+            print(
+                f"\rreplay-dlq: {result.replayed} of {self.total} replayed, "
+                f"{result.resolved} resolved, {result.failed} failed, {result.parked} parked",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif time.monotonic() - self._last >= PROGRESS_EVERY_S:
+            self._line(result)
+
+    def done(self, result: ReplayResult) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+        else:
+            self._line(result)
+
+    def _line(self, result: ReplayResult) -> None:
+        self._last = time.monotonic()
+        line = {"progress": {**result.counts(), "total": self.total}}
+        print(orjson.dumps(line).decode(), file=sys.stderr, flush=True)
 
 
 def _one_line(exc: BaseException) -> str:

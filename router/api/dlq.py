@@ -6,6 +6,7 @@ import contextlib
 from typing import Annotated
 
 import pydantic
+import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
@@ -28,6 +29,8 @@ from router.replay import Replayer, ReplayResult
 from router.store import dlq
 from router.store.errors import StoreError
 from router.store.recovery import dlq_backlog
+
+log = structlog.get_logger("router.api.dlq")
 
 DEFAULT_REPLAY_LIMIT = 100
 # An API call replays this many batches at once, one pool connection each.
@@ -119,6 +122,8 @@ async def replay(request: Request) -> Response:
             result = await replayer.replay_pending(filters, limit=limit, dry_run=body.dry_run)
     finally:
         await _refresh_backlog(request)
+    if not body.dry_run:
+        log.info("dlq_replayed", by_id=body.ids is not None, **result.counts())
     return json_response(_result_body(result))
 
 

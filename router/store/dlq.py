@@ -143,6 +143,15 @@ async def discard(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
             raise EntryBusy(EntryBusy.__doc__) from None
 
 
+async def count_pending(pool: AsyncConnectionPool, filters: DlqFilter) -> int:
+    """Pending entries matching `filters` (agent, kind) right now."""
+    params = _filter_params(filters)
+    async with connection(pool) as conn:
+        cur = await conn.execute(query("dlq_pending_count"), params, prepare=False)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def round_clock(pool: AsyncConnectionPool) -> datetime:
     """The database's current time: the start of a replay round."""
     async with connection(pool) as conn:

@@ -34,6 +34,13 @@ async def replay_dlq(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+COUNTS = ("replayed", "resolved", "failed", "parked")
+
+
+def counts(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: result[key] for key in COUNTS}
+
+
 def summary(stdout: str) -> dict[str, Any]:
     """The last stdout line, which must be the one-line JSON summary."""
     lines = stdout.strip().splitlines()
@@ -45,13 +52,22 @@ def summary(stdout: str) -> dict[str, Any]:
 async def test_replays_pending_entries_and_prints_a_summary(
     router: RouterServer, routes_file: Path, fresh_agents: dict[str, AgentProcess]
 ) -> None:
-    """Exit 0 with {replayed, resolved, failed, parked}, failures included; each entry once."""
+    """Exit 0 with {replayed, resolved, failed, parked}, the table and URLs it used and why the
+    failures failed; one summary (stdout), progress with its total (stderr); each entry once."""
     ok = seed_dead_letters(router.database_url, 3, prefix="ok")
     down = seed_dead_letters(router.database_url, 2, prefix="down", agents=("beta",), kind="pair")
     fresh_agents["beta"].behave(status=503)
     code, out, err = await replay_dlq(router_env(router.database_url, routes_file))
     assert code == 0, err
-    assert summary(out) == {"replayed": 5, "resolved": 3, "failed": 2, "parked": 0}
+    result = summary(out)
+    assert counts(result) == {"replayed": 5, "resolved": 3, "failed": 2, "parked": 0}
+    assert result["routes"] == str(routes_file)
+    assert result["agents"] == {name: a.url for name, a in fresh_agents.items()}
+    assert result["failures"] == {"beta": {"HTTP 503": 2}}
+    assert len(out.strip().splitlines()) == 1
+    progress = [json.loads(line)["progress"] for line in err.splitlines() if '"progress"' in line]
+    assert progress[-1] == {"replayed": 5, "resolved": 3, "failed": 2, "parked": 0, "total": 5}
+    assert "dlq_replayed" not in err  # the summary is printed once, not logged again
     assert fresh_agents["alpha"].stats()["keys"] == {"ok-1": 1, "ok-2": 1, "ok-3": 1}
     assert set(fresh_agents["beta"].stats()["keys"]) == {"down-1", "down-2"}
     statuses = dict(router.query("SELECT id, status FROM dlq"))
@@ -69,14 +85,17 @@ async def test_limit_kind_and_dry_run(
 
     code, out, err = await replay_dlq(env, "--dry-run", "--kind", "solo")
     assert code == 0, err
-    assert summary(out) == {
-        "replayed": 0,
-        "resolved": 0,
-        "failed": 0,
-        "parked": 0,
-        "dry_run": True,
-        "ids": solo,
+    result = summary(out)
+    assert counts(result) == {"replayed": 0, "resolved": 0, "failed": 0, "parked": 0}
+    assert (result["dry_run"], result["ids"], result["capped"]) == (True, solo, False)
+    assert result["entries"][0] == {
+        "id": solo[0],
+        "kind": "solo",
+        "agents": ["alpha"],
+        "last_error": "seeded",
     }
+    code, out, err = await replay_dlq(env, "--dry-run", "--limit", "2")
+    assert (summary(out)["ids"], summary(out)["capped"]) == (solo[:2], True)
     assert (dlq_rows(router), log_rows(router)) == before
     assert fresh_agents["alpha"].stats()["received"] == 0
 
@@ -86,7 +105,7 @@ async def test_limit_kind_and_dry_run(
     assert list(fresh_agents["alpha"].stats()["keys"]) == ["solo-1", "solo-2"]  # oldest first
     code, out, err = await replay_dlq(env, "--agent", "beta")
     assert code == 0, err
-    assert summary(out) == {"replayed": 2, "resolved": 2, "failed": 0, "parked": 0}
+    assert counts(summary(out)) == {"replayed": 2, "resolved": 2, "failed": 0, "parked": 0}
 
 
 async def test_bad_arguments_exit_2(tmp_path: Path, routes_file: Path) -> None:

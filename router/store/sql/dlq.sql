@@ -80,6 +80,13 @@ WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'parked')
 ORDER BY created_at, id
 FOR UPDATE SKIP LOCKED
 
+-- name: dlq_pending_count
+-- The size of a bulk replay before it starts, for its progress ("40 of 120").
+SELECT count(*) FROM dlq
+WHERE status = 'pending'
+  AND (%(agent)s::jsonb IS NULL OR agents @> %(agent)s::jsonb)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+
 -- name: dlq_round_clock
 -- The database's clock, the one created_at and last_attempt_at are written with.
 SELECT clock_timestamp()
