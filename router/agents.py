@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import math
+import functools
 import os
 import random
 import signal
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
     from router.routing import AgentConfig
@@ -45,72 +44,37 @@ CONTROL_PATHS = frozenset({"/stats", "/requests", "/reset", "/behaviour", "/heal
 # A hung request is released at shutdown; this only bounds what else may still be running.
 SHUTDOWN_TIMEOUT_S = 2.0
 
-_FLOAT_FIELDS = frozenset({"latency_ms", "fail_rate"})
-_INT_FIELDS = frozenset({"fail_status", "fail_first"})
-_OPTIONAL_FLOAT_FIELDS = frozenset({"retry_after"})
-_OPTIONAL_INT_FIELDS = frozenset({"status", "seed"})
-_BOOL_FIELDS = frozenset({"hang"})
 
-
-@dataclass(frozen=True)
-class AgentBehaviour:
+class AgentBehaviour(BaseModel):
     """How an agent answers; every field defaults to a healthy, instant agent."""
 
-    latency_ms: float = 0.0
-    fail_rate: float = 0.0
-    fail_status: int = 503
-    status: int | None = None
-    retry_after: float | None = None
-    hang: bool = False
-    fail_first: int = 0
-    seed: int | None = None
+    # Strict because the values come from JSON: a bool is no status, though an int is a float.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
-            raise ValueError(f"latency_ms must be a finite number >= 0, got {self.latency_ms!r}")
-        if not 0.0 <= self.fail_rate <= 1.0:
-            raise ValueError(f"fail_rate must be within [0, 1], got {self.fail_rate!r}")
-        if not 400 <= self.fail_status <= 599:
-            raise ValueError(f"fail_status must be a 4xx or 5xx status, got {self.fail_status!r}")
-        if self.status is not None and not 200 <= self.status <= 599:
-            raise ValueError(f"status must be within 200..599, got {self.status!r}")
-        if self.retry_after is not None and not (
-            math.isfinite(self.retry_after) and self.retry_after >= 0
-        ):
-            raise ValueError(f"retry_after must be a finite number >= 0, got {self.retry_after!r}")
-        if self.fail_first < 0:
-            raise ValueError(f"fail_first must be >= 0, got {self.fail_first!r}")
+    latency_ms: float = Field(default=0.0, ge=0)
+    fail_rate: float = Field(default=0.0, ge=0, le=1)
+    fail_status: int = Field(default=503, ge=400, le=599)
+    status: int | None = Field(default=None, ge=200, le=599)
+    retry_after: float | None = Field(default=None, ge=0)
+    hang: bool = False
+    fail_first: int = Field(default=0, ge=0)
+    seed: int | None = None
 
     def updated(self, changes: Mapping[str, Any]) -> AgentBehaviour:
         """Return a copy with ``changes`` (JSON values) applied; raise ValueError when invalid."""
-        checked: dict[str, Any] = {}
-        for field, value in changes.items():
-            checked[field] = _check_field(field, value)
-        return dataclasses.replace(self, **checked)
+        return self.model_validate({**self.model_dump(), **changes})
 
     def to_json(self) -> dict[str, Any]:
         """Return the behaviour as a JSON-ready mapping."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-def _check_field(field: str, value: Any) -> Any:
-    # bool is an int subclass: refuse it explicitly so {"status": true} is not status 1.
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    is_number = is_int or isinstance(value, float)
-    if field in _FLOAT_FIELDS and is_number:
-        return float(value)
-    if field in _OPTIONAL_FLOAT_FIELDS and (value is None or is_number):
-        return None if value is None else float(value)
-    if field in _INT_FIELDS and is_int:
-        return value
-    if field in _OPTIONAL_INT_FIELDS and (value is None or is_int):
-        return value
-    if field in _BOOL_FIELDS and isinstance(value, bool):
-        return value
-    known = _FLOAT_FIELDS | _INT_FIELDS | _OPTIONAL_FLOAT_FIELDS | _OPTIONAL_INT_FIELDS
-    if field not in known | _BOOL_FIELDS:
-        raise ValueError(f"unknown behaviour field {field!r}")
-    raise ValueError(f"bad value for {field}: {value!r}")
+def _problems(exc: ValidationError) -> str:
+    """One line naming each refused field and what is wrong with it."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    )
 
 
 class AgentSpec(NamedTuple):
@@ -310,13 +274,13 @@ class AgentState:
         try:
             changes = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _error(400, "invalid_json", "the body must be a JSON object")
+            changes = None
         if not isinstance(changes, dict):
             return _error(400, "invalid_json", "the body must be a JSON object")
         try:
             behaviour = self.behaviour.updated(changes)
-        except ValueError as exc:
-            return _error(422, "invalid_behaviour", str(exc))
+        except ValidationError as exc:
+            return _error(422, "invalid_behaviour", _problems(exc))
         self.set_behaviour(behaviour)
         return _json(behaviour.to_json())
 
@@ -366,7 +330,7 @@ async def serve_agents(
     ports = [spec.port for spec in specs if spec.port != 0]
     if len(ports) != len(set(ports)):
         raise ValueError("two agents cannot share a port")
-    say = announce or _print_flush
+    say = announce or functools.partial(print, flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed: list[signal.Signals] = []
@@ -398,10 +362,6 @@ async def serve_agents(
             loop.remove_signal_handler(sig)
         for runner in runners:
             await runner.cleanup()
-
-
-def _print_flush(line: str) -> None:
-    print(line, flush=True)
 
 
 def _warn(line: str) -> None:
@@ -472,18 +432,12 @@ def agents_main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        # Every behaviour flag's dest is the field's name.
         behaviour = AgentBehaviour(
-            latency_ms=args.latency_ms,
-            fail_rate=args.fail_rate,
-            fail_status=args.fail_status,
-            status=args.status,
-            retry_after=args.retry_after,
-            hang=args.hang,
-            fail_first=args.fail_first,
-            seed=args.seed,
+            **{name: getattr(args, name) for name in AgentBehaviour.model_fields}
         )
-    except ValueError as exc:
-        parser.error(str(exc))
+    except ValidationError as exc:
+        parser.error(_problems(exc))
 
     if args.port is not None:
         specs = [AgentSpec(args.name, args.port)]

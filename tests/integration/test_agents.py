@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from router.agents import AgentBehaviour
+
 pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -310,10 +312,19 @@ def test_behaviour_switches_at_run_time(start: Callable[..., Agent]) -> None:
 def test_behaviour_rejects_invalid_changes(start: Callable[..., Agent]) -> None:
     """POST /behaviour refuses unknown fields and bad values, and keeps the old behaviour."""
     agent = start()
-    for bad in ({"fail_rate": 2}, {"nope": 1}, {"status": True}, {"latency_ms": "slow"}):
+    refused = [
+        ({"fail_rate": 2}, "fail_rate: Input should be less than or equal to 1"),
+        ({"nope": 1}, "nope: Extra inputs are not permitted"),
+        ({"status": True}, "status: Input should be a valid integer"),
+        ({"fail_first": True}, "fail_first: Input should be a valid integer"),
+        ({"status": 200.0}, "status: Input should be a valid integer"),
+        ({"hang": 1}, "hang: Input should be a valid boolean"),
+        ({"latency_ms": "slow"}, "latency_ms: Input should be a valid number"),
+    ]
+    for bad, message in refused:
         reply = call("POST", f"{agent.base}/behaviour", bad)
         assert reply.status == 422, bad
-        assert reply.body["error"]["code"] == "invalid_behaviour"
+        assert reply.body["error"] == {"code": "invalid_behaviour", "message": message}
     assert call("POST", f"{agent.base}/behaviour", raw=b"[1]").status == 400
     assert call("GET", f"{agent.base}/behaviour").body["fail_rate"] == 0.0
     assert deliver(agent, "k").status == 200
@@ -391,10 +402,19 @@ def test_sigterm_does_not_wait_for_hung_requests(start: Callable[..., Agent]) ->
     assert not (isinstance(outcome[0], Reply) and outcome[0].status == 200)
 
 
-def test_invalid_option_exits_2() -> None:
-    """An out-of-range option is refused with exit status 2 and a message."""
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--fail-rate", "2"], "fail_rate: Input should be less than or equal to 1"),
+        (["--fail-status", "200"], "fail_status: Input should be greater than or equal to 400"),
+        (["--latency-ms", "nan"], "latency_ms: Input should be a finite number"),
+        (["--retry-after", "inf"], "retry_after: Input should be a finite number"),
+    ],
+)
+def test_invalid_option_exits_2(option: list[str], message: str) -> None:
+    """An out-of-range or non-finite option is refused with exit status 2 and a message."""
     proc = subprocess.run(
-        [sys.executable, "-m", "router.agents", "--port", "0", "--fail-rate", "2"],
+        [sys.executable, "-m", "router.agents", "--port", "0", *option],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -402,7 +422,18 @@ def test_invalid_option_exits_2() -> None:
         timeout=30,
     )
     assert proc.returncode == 2
-    assert "fail_rate" in proc.stderr
+    assert message in proc.stderr
+
+
+def test_behaviour_model_coerces_ints_to_floats_only() -> None:
+    """An int is a float field's value (as a float); a bool is no int field's value."""
+    changed = AgentBehaviour().updated({"latency_ms": 2, "retry_after": 1})
+    assert changed.to_json()["latency_ms"] == 2.0
+    assert isinstance(changed.retry_after, float)
+    with pytest.raises(ValueError, match="fail_status"):
+        AgentBehaviour(fail_status=True)
+    with pytest.raises(ValueError, match="latency_ms"):
+        AgentBehaviour().updated({"latency_ms": float("inf")})
 
 
 def test_port_in_use_exits_1() -> None:
