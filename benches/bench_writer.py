@@ -12,20 +12,21 @@ from typing import Any
 
 import pytest
 
+from router.model import AgentOutcome
 from router.store.pool import open_pool
 from router.store.writer import Claim, GroupCommitWriter, Outcome
 
 PAYLOAD = {"message": "help me understand the policy"}
 RESPONSE = [
-    {
-        "agent": "bench",
-        "ok": True,
-        "status_code": 200,
-        "attempts": 1,
-        "latency_ms": 1.2,
-        "response": {"received": 1},
-        "error": None,
-    }
+    AgentOutcome(
+        agent="bench",
+        ok=True,
+        status_code=200,
+        attempts=1,
+        latency_ms=1.2,
+        response={"received": 1},
+        error=None,
+    )
 ]
 
 

@@ -53,6 +53,8 @@ class _Shared:
     stopping: bool = False
     remaining: int | None = None
     latencies: list[float] = field(default_factory=list)
+    # One list per body, so a mix can report each kind's own latency (loadtest.hung does).
+    by_body: list[list[float]] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -61,8 +63,11 @@ class _Shared:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection sending `request` again as soon as each answer is complete."""
 
-    def __init__(self, request: bytes, shared: _Shared, closed: asyncio.Future[None]) -> None:
+    def __init__(
+        self, request: bytes, body: int, shared: _Shared, closed: asyncio.Future[None]
+    ) -> None:
         self._request = request
+        self._body = body
         self._shared = shared
         self._closed = closed
         self._transport: asyncio.Transport | None = None
@@ -115,6 +120,7 @@ class _Connection(asyncio.Protocol):
         shared = self._shared
         if shared.measuring and self._sent_measuring:
             shared.latencies.append(elapsed)
+            shared.by_body[self._body].append(elapsed)
             shared.statuses[status] += 1
         self._send()
 
@@ -165,14 +171,14 @@ async def run(
     built = [build_request(url, body, headers) for body in bodies]
     host, port, _ = built[0]
     loop = asyncio.get_running_loop()
-    shared = _Shared(remaining=requests)
+    shared = _Shared(remaining=requests, by_body=[[] for _ in built])
     closed: list[asyncio.Future[None]] = []
     for i in range(connections):
-        request = built[i % len(built)][2]
+        body = i % len(built)
         future: asyncio.Future[None] = loop.create_future()
         closed.append(future)
         await loop.create_connection(
-            lambda f=future, r=request: _Connection(r, shared, f),  # type: ignore[misc]
+            lambda f=future, b=body: _Connection(built[b][2], b, shared, f),  # type: ignore[misc]
             host,
             port,
         )
@@ -207,6 +213,17 @@ async def run(
         "errors": dict(shared.errors),
         "cpu_s": [round(c, 3) for c in cpu],
         "cpu_us_per_request": [round(c / count * 1e6, 1) if count else None for c in cpu],
+        "bodies": [_figures(sorted(one), elapsed) for one in shared.by_body],
+    }
+
+
+def _figures(latencies: Sequence[float], elapsed: float) -> dict[str, float]:
+    """Count, rate and percentiles of one body's sorted latencies."""
+    return {
+        "requests": len(latencies),
+        "rps": round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
     }
 
 

@@ -291,6 +291,9 @@ class Dispatcher:
             d.error = f"circuit_open after {d.error}" if retry else "circuit_open"
             return "done"
         d.healthy = None
+        # Counted when admitted, not when sent: retries queued on the semaphore must count
+        # against the budget, or a burst of failures all pass the check before any is counted.
+        state.budget.attempted(retry=retry)
         state.budget.in_flight += retry
         try:
             semaphore = state.semaphore
@@ -333,7 +336,6 @@ class Dispatcher:
             observer.retry(name)
         if state.signing_keys:
             headers = _signed(headers, state.signing_keys, d.body)
-        state.budget.attempted(retry=attempt > 1)
         d.retry_after = None
         retryable = False
         kind: AttemptKind

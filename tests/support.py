@@ -219,7 +219,7 @@ class RouterServer:
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Run SQL against the router's database (synchronously, for assertions)."""
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()
 
 
 def test_settings(database_url: str, routes_file: Path, **overrides: Any) -> Settings:

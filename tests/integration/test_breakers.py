@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import structlog.testing
 
+from router.agent_health import MIN_RETRIES_IN_FLIGHT
 from router.rate_limit import RateLimit
 from tests.support import AgentProcess, RouterServer, start_router
 
@@ -160,28 +161,40 @@ async def _hang_then_recover(database_url: str, routes: Path, alpha: AgentProces
 async def test_two_routers_auto_replay_each_entry_once(
     database_url: str, tmp_path: Path, fresh_agents: dict[str, AgentProcess]
 ) -> None:
-    """Each process has its own breaker; both drain the same backlog through SKIP LOCKED."""
+    """Each process has its own breaker; both drain a 1,000-entry backlog through SKIP LOCKED,
+    every entry delivered once, with no command run."""
     alpha = fresh_agents["alpha"]
     routes = table(tmp_path / "routes.toml", fresh_agents, failures=1)
     alpha.behave(status=503)
+    backlog = 1000
     async with (
         start_router(database_url, routes) as one,
         start_router(database_url, routes) as two,
     ):
-        for n in range(40):
-            router = one if n % 2 else two
-            assert (await router.route(signal("solo", n)))[0] == 202
+        for start in range(0, backlog, 50):
+            answers = await asyncio.gather(
+                *(
+                    (one if n % 2 else two).route(signal("solo", n))
+                    for n in range(start, start + 50)
+                )
+            )
+            assert {status for status, _, _ in answers} == {202}
+        assert one.query("SELECT count(*) FROM dlq WHERE status = 'pending'") == [(backlog,)]
         alpha.behave(status=None)
+        recovered = time.monotonic()
 
         async def drained() -> bool:
             return one.query("SELECT count(*) FROM dlq WHERE status <> 'resolved'") == [(0,)]
 
-        await wait_for(drained, timeout=15)
+        await wait_for(drained, timeout=60)
+        print(f"{backlog} entries drained {time.monotonic() - recovered:.1f} s after recovery")
         delivered = [r for r in alpha.requests() if r["replay"] and r["status"] == 200]
         keys = sorted(r["idempotency_key"] for r in delivered)
-        assert keys == sorted(f"solo-{n}" for n in range(40))  # once each, across both
-        total = await metric(one, "auto_replayed_total") + await metric(two, "auto_replayed_total")
-        assert total >= 40
+        assert keys == sorted(f"solo-{n}" for n in range(backlog))  # once each, across both
+        counts = [await metric(router, "auto_replayed_total") for router in (one, two)]
+        # Which process replays an entry is a race (both usually take about half); that each
+        # is delivered once whoever took it is the guarantee.
+        assert sum(counts) >= backlog, counts
 
 
 async def test_auto_replay_stays_within_the_agents_concurrency(
@@ -231,8 +244,8 @@ async def test_the_retry_budget_caps_retries_to_a_failing_agent(
     """Every attempt fails slowly: with a budget of 0.2 the retries are a fraction of what a
     budget of 1 (none) sends, and the refused ones say why."""
     alpha = fresh_agents["alpha"]
-    alpha.behave(status=503, latency_ms=100)
     retries: dict[float, int] = {}
+    elapsed: dict[float, float] = {}
     for budget in (1.0, 0.2):
         alpha.reset()
         alpha.behave(status=503, latency_ms=100)
@@ -241,12 +254,14 @@ async def test_the_retry_budget_caps_retries_to_a_failing_agent(
             routes.read_text().replace("retry_budget = 0.2", f"retry_budget = {budget}")
         )
         async with start_router(database_url, routes) as router:
+            started = time.monotonic()
             answers = await asyncio.gather(
                 *(
                     router.route({**signal("solo", n), "log_id": f"b{budget}-{n}"})
                     for n in range(100)
                 )
             )
+            elapsed[budget] = time.monotonic() - started
         requests = alpha.requests()
         assert len([r for r in requests if r["attempt"] == 1]) == 100
         retries[budget] = len(requests) - 100
@@ -254,7 +269,10 @@ async def test_the_retry_budget_caps_retries_to_a_failing_agent(
         exhausted = [e for e in errors if e.startswith("retry budget exhausted after HTTP 503")]
         assert bool(exhausted) == (budget < 1)
     assert retries[1.0] == 400  # every signal used its 5 attempts
-    # 0.2 of the attempts in the window, plus the trickle of the 3 always allowed in flight.
+    # The budget's bound: retries <= 0.2 of all attempts, plus what the floor of 3 retries in
+    # flight can send regardless: 3 per 100 ms attempt for as long as the storm lasted.
+    floor = MIN_RETRIES_IN_FLIGHT * (elapsed[0.2] / 0.1 + 1)
+    assert retries[0.2] <= 0.2 * (100 + retries[0.2]) + floor, (retries, elapsed)
     assert retries[0.2] < 0.25 * retries[1.0], retries
 
 

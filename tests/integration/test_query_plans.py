@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import psycopg
@@ -26,8 +28,8 @@ FROM generate_series(1, 5000) AS g
 """
 
 
-def _plan(conn: psycopg.Connection, sql: str, params: dict[str, object]) -> str:
-    rows = conn.execute("EXPLAIN " + sql, params).fetchall()  # type: ignore[arg-type]
+def _plan(conn: psycopg.Connection[Any], sql: str, params: Mapping[str, object]) -> str:
+    rows = conn.execute("EXPLAIN " + sql, params).fetchall()
     return "\n".join(r[0] for r in rows)
 
 
@@ -87,7 +89,7 @@ CURSOR = {"cursor_created_at": MIDDLE, "cursor_log_id": "log-10000"}
 AFTER = {"after_created_at": "2000-01-01T00:00:00Z", "after_id": 10}
 
 # Each named read and claim, with the filters a caller gives it, and the index it must use.
-PLANS = [
+PLANS: list[tuple[str, Mapping[str, object], str]] = [
     ("logs_one", {"log_id": "log-7"}, "signal_log_pkey"),
     ("logs_page", LOG_PAGE, "signal_log_created"),
     ("logs_page", {**LOG_PAGE, "sender_id": "sender-7"}, "signal_log_sender_created"),

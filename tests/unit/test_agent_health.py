@@ -51,7 +51,7 @@ def test_one_probe_at_a_time_its_success_closes_its_failure_reopens() -> None:
     breaker.finished(probe, None)  # cut short: neither verdict, the probe slot is free again
     assert breaker.admit() == "probe"
     breaker.finished("probe", False)
-    assert breaker.state == "closed" and health.open_breakers() == []
+    assert (breaker.state, health.open_breakers()) == ("closed", [])
     assert changes == ["open", "half_open", "open", "half_open", "closed"]
 
 
