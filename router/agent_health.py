@@ -1,7 +1,9 @@
-"""What a router process remembers of each agent's health: its breaker and its retry budget.
+"""What a router process remembers of each agent's health: its replicas' breakers and its
+retry budget.
 
 Both live in memory, per process, as Envoy's outlier detection and retry budgets do: N router
 processes each open their own breaker after `breaker_failures` failures they saw themselves.
+Each replica has a breaker; the agent's breaker is open only while all of its replicas' are.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ Admission = Literal["attempt", "probe", "refused"]
 MIN_RETRIES_IN_FLIGHT = 3
 BUDGET_WINDOW_S = 10
 StateChange = Callable[[str, BreakerState], None]
+_Changed = Callable[["Breaker"], None]
 
 
 class Breaker:
@@ -35,20 +38,23 @@ class Breaker:
         "_open_s",
         "_opened_at",
         "_probing",
-        "name",
+        "agent",
+        "replica",
         "state",
     )
 
     def __init__(
         self,
-        name: str,
+        agent: str,
+        replica: str,
         *,
         failures: int,
         open_s: float,
-        on_change: StateChange,
+        on_change: _Changed,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = name
+        self.agent = agent
+        self.replica = replica
         self.state: BreakerState = "closed"
         self._failures = failures
         self._open_s = open_s
@@ -90,9 +96,8 @@ class Breaker:
             self._change("open")
 
     def _change(self, state: BreakerState) -> None:
-        previous, self.state = self.state, state
-        log.info("agent_breaker", agent=self.name, state=state, previous=previous)
-        self._on_change(self.name, state)
+        self.state = state
+        self._on_change(self)
 
 
 class RetryBudget:
@@ -138,25 +143,33 @@ class RetryBudget:
 
 
 class AgentHealth:
-    """Every agent's breaker and retry budget in this process, shared by all its dispatchers."""
+    """Every agent's breakers and retry budget in this process, shared by all its dispatchers."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._breakers: dict[str, Breaker] = {}
+        self._breakers: dict[str, dict[str, Breaker]] = {}
+        self._states: dict[str, BreakerState] = {}
         self._budgets: dict[str, RetryBudget] = {}
         self._listeners: list[StateChange] = []
 
     def subscribe(self, listener: StateChange) -> None:
-        """Call `listener(agent, state)` on every breaker state change."""
+        """Call `listener(agent, state)` on every change of an agent's (not a replica's) state."""
         self._listeners.append(listener)
 
-    def breaker(self, agent: str, *, failures: int, open_s: float) -> Breaker:
-        """The agent's breaker, made on first use."""
-        breaker = self._breakers.get(agent)
+    def breaker(self, agent: str, replica: str, *, failures: int, open_s: float) -> Breaker:
+        """The breaker of one replica of the agent, made on first use."""
+        replicas = self._breakers.setdefault(agent, {})
+        breaker = replicas.get(replica)
         if breaker is None:
-            breaker = self._breakers[agent] = Breaker(
-                agent, failures=failures, open_s=open_s, on_change=self._changed, clock=self._clock
+            breaker = replicas[replica] = Breaker(
+                agent,
+                replica,
+                failures=failures,
+                open_s=open_s,
+                on_change=self._changed,
+                clock=self._clock,
             )
+            self._states.setdefault(agent, "closed")
         return breaker
 
     def budget(self, agent: str, *, ratio: float) -> RetryBudget:
@@ -167,9 +180,24 @@ class AgentHealth:
         return budget
 
     def open_breakers(self) -> list[str]:
-        """Agents whose breaker is not closed, by name."""
-        return sorted(name for name, b in self._breakers.items() if b.state != "closed")
+        """Agents whose breaker is not closed (every replica's is open), by name."""
+        return sorted(name for name, state in self._states.items() if state != "closed")
 
-    def _changed(self, agent: str, state: BreakerState) -> None:
+    def _changed(self, breaker: Breaker) -> None:
+        replicas = self._breakers[breaker.agent]
+        if len(replicas) > 1:
+            log.info(
+                "replica_breaker", agent=breaker.agent, replica=breaker.replica, state=breaker.state
+            )
+        states = {b.state for b in replicas.values()}
+        # Closed while any replica takes traffic; half open while one of the rest probes.
+        state: BreakerState = (
+            "closed" if "closed" in states else "half_open" if "half_open" in states else "open"
+        )
+        previous = self._states.get(breaker.agent, "closed")
+        if state == previous:
+            return
+        self._states[breaker.agent] = state
+        log.info("agent_breaker", agent=breaker.agent, state=state, previous=previous)
         for listener in self._listeners:
-            listener(agent, state)
+            listener(breaker.agent, state)

@@ -369,14 +369,14 @@ def _warn(line: str) -> None:
 
 
 def _local_specs(agents: Iterable[AgentConfig]) -> list[AgentSpec]:
-    """The agents this process can serve: local http URLs, one agent per port."""
+    """The agents this process can serve: local http URLs, one agent (or replica) per port."""
     specs: list[AgentSpec] = []
     taken: dict[int, str] = {}
-    for agent in agents:
-        url = urlsplit(agent.url)
+    for agent, address in ((a, u) for a in agents for u in a.urls):
+        url = urlsplit(address)
         path = url.path or "/"
         if url.scheme != "http" or url.hostname not in LOCAL_HOSTS:
-            _warn(f"agent {agent.name} skipped: {agent.url} is not a local http URL")
+            _warn(f"agent {agent.name} skipped: {address} is not a local http URL")
             continue
         port = url.port or 80
         if port in taken:

@@ -16,6 +16,7 @@ from router import openapi
 from router.api import dlq, health, logs
 from router.api.auth import ApiKeys
 from router.api.errors import install_error_handlers, starting
+from router.balance import replica_labels
 from router.metrics import Metrics
 from router.model import SignalBody
 from router.routing import RoutingTable, load_routing_table
@@ -32,7 +33,10 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
     config = AppConfig(
         settings=settings,
         table=table,
-        metrics=Metrics(kinds=table.kinds, agents=table.agents.keys()),
+        metrics=Metrics(
+            kinds=table.kinds,
+            agents={a.name: replica_labels(a.urls) for a in table.agents.values()},
+        ),
         keys=ApiKeys(settings.route_keys, settings.admin_keys),
     )
 

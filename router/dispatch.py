@@ -12,9 +12,9 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 import orjson
-from yarl import URL
 
-from router.agent_health import AgentHealth, Breaker, RetryBudget
+from router.agent_health import AgentHealth, RetryBudget
+from router.balance import Balancer, Replica, replica_labels
 from router.model import AgentOutcome, AttemptKind, Mode
 from router.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from router.routing import AgentConfig
@@ -38,7 +38,9 @@ MAX_STORED_RESPONSE_BYTES = 65_536
 class DispatchObserver(Protocol):
     """Metrics hooks the dispatcher calls."""
 
-    def attempt_finished(self, agent: str, outcome: AttemptKind, seconds: float) -> None: ...
+    def attempt_finished(
+        self, agent: str, replica: str, outcome: AttemptKind, seconds: float
+    ) -> None: ...
     def retry(self, agent: str) -> None: ...
     def agent_failed(self, agent: str) -> None: ...
     def inflight(self, agent: str, delta: int) -> None: ...
@@ -47,7 +49,9 @@ class DispatchObserver(Protocol):
 class NullObserver:
     """An observer that records nothing."""
 
-    def attempt_finished(self, agent: str, outcome: AttemptKind, seconds: float) -> None:
+    def attempt_finished(
+        self, agent: str, replica: str, outcome: AttemptKind, seconds: float
+    ) -> None:
         """Ignore an attempt."""
 
     def retry(self, agent: str) -> None:
@@ -61,12 +65,12 @@ class NullObserver:
 
 
 class _AgentState:
-    """What is built once per agent: its semaphore, parsed URL, default timeout, policy, and
-    the process's breaker and retry budget for it."""
+    """What is built once per agent: its semaphore, replicas and their balancer, default
+    timeout, policy, and the process's retry budget for it."""
 
     __slots__ = (
         "agent",
-        "breaker",
+        "balancer",
         "budget",
         "name",
         "policy",
@@ -75,18 +79,31 @@ class _AgentState:
         "timeout",
         "timeout_error",
         "timeout_s",
-        "url",
     )
 
-    def __init__(self, agent: AgentConfig, health: AgentHealth) -> None:
+    def __init__(self, agent: AgentConfig, health: AgentHealth, clock: Callable[[], float]) -> None:
         self.agent = agent
         self.name = agent.name
-        self.breaker: Breaker = health.breaker(
-            agent.name, failures=agent.breaker_failures, open_s=agent.breaker_open_ms / 1000
-        )
+        replicas = [
+            Replica(
+                i,
+                url,
+                label,
+                health.breaker(
+                    agent.name,
+                    label,
+                    failures=agent.breaker_failures,
+                    open_s=agent.breaker_open_ms / 1000,
+                ),
+                clock,
+            )
+            for i, (url, label) in enumerate(
+                zip(agent.urls, replica_labels(agent.urls), strict=True)
+            )
+        ]
+        self.balancer = Balancer(replicas, agent.balance, clock=clock)
         self.budget: RetryBudget = health.budget(agent.name, ratio=agent.retry_budget)
         self.signing_keys = agent.signing_keys
-        self.url = URL(agent.url)
         self.semaphore = asyncio.Semaphore(agent.concurrency)
         self.timeout_s = agent.timeout_ms / 1000
         self.timeout = aiohttp.ClientTimeout(total=self.timeout_s)
@@ -111,6 +128,7 @@ class _Delivery:
         "started",
         "state",
         "status",
+        "tried",
     )
 
     def __init__(
@@ -135,6 +153,8 @@ class _Delivery:
         self.latency_s: float | None = None
         # What the last request said of the agent's health; None when none was sent.
         self.healthy: bool | None = None
+        # A bit per replica index already attempted: a retry prefers the others.
+        self.tried = 0
 
     def outcome(self) -> AgentOutcome:
         """The final, immutable-by-convention view of this delivery."""
@@ -169,13 +189,13 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng
         self.health = health if health is not None else AgentHealth(clock=clock)
-        self._states = {a.name: _AgentState(a, self.health) for a in agents}
+        self._states = {a.name: _AgentState(a, self.health, clock) for a in agents}
 
     def _state_for(self, agent: AgentConfig) -> _AgentState:
         state = self._states.get(agent.name)
         if state is None or (state.agent is not agent and state.agent != agent):
             # An agent unknown at start, or reconfigured since: it gets its own state.
-            state = self._states[agent.name] = _AgentState(agent, self.health)
+            state = self._states[agent.name] = _AgentState(agent, self.health, self._clock)
         return state
 
     async def dispatch(
@@ -286,10 +306,13 @@ class Dispatcher:
         if retry and not state.budget.allows_retry():
             d.error = f"retry budget exhausted after {d.error}"
             return "done"
-        admission = state.breaker.admit()
-        if admission == "refused":
+        picked = state.balancer.pick(d.tried)
+        if picked is None:
             d.error = f"circuit_open after {d.error}" if retry else "circuit_open"
             return "done"
+        replica, admission = picked
+        d.tried |= 1 << replica.index
+        replica.in_flight += 1
         d.healthy = None
         # Counted when admitted, not when sent: retries queued on the semaphore must count
         # against the budget, or a burst of failures all pass the check before any is counted.
@@ -309,14 +332,15 @@ class Dispatcher:
             else:
                 await semaphore.acquire()
             try:
-                return await self._request(d, state)
+                return await self._request(d, state, replica)
             finally:
                 semaphore.release()
         finally:
+            replica.in_flight -= 1
             state.budget.in_flight -= retry
-            state.breaker.finished(admission, None if d.healthy is None else not d.healthy)
+            replica.breaker.finished(admission, None if d.healthy is None else not d.healthy)
 
-    async def _request(self, d: _Delivery, state: _AgentState) -> AttemptEnd:
+    async def _request(self, d: _Delivery, state: _AgentState, replica: Replica) -> AttemptEnd:
         """One HTTP exchange, the agent's semaphore held."""
         start = self._clock()
         left = d.deadline - start
@@ -343,7 +367,7 @@ class Dispatcher:
         try:
             # A redirect is the agent's answer, not an invitation to re-POST elsewhere.
             async with self._session.post(
-                state.url, data=d.body, headers=headers, timeout=timeout, allow_redirects=False
+                replica.url, data=d.body, headers=headers, timeout=timeout, allow_redirects=False
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
@@ -391,7 +415,9 @@ class Dispatcher:
                 d.error = f"HTTP {status} (not retried)"
         finally:
             observer.inflight(name, -1)
-        observer.attempt_finished(name, kind, self._clock() - start)
+        seconds = self._clock() - start
+        replica.observe(seconds)
+        observer.attempt_finished(name, replica.label, kind, seconds)
         return "retry" if retryable else "done"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from prometheus_client import (
@@ -98,7 +98,8 @@ def _alive(pid: int) -> bool:
 class Metrics:
     """The collectors, registered on one registry; `render()` gives the scrape body."""
 
-    def __init__(self, kinds: Iterable[str], agents: Iterable[str]) -> None:
+    def __init__(self, kinds: Iterable[str], agents: Mapping[str, Sequence[str]]) -> None:
+        """`agents` maps each agent to its replicas' labels."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.kinds = tuple(kinds)
@@ -147,9 +148,9 @@ class Metrics:
             registry=r,
         )
         self.agent_latency = Histogram(
-            "agent_request_duration_seconds",
-            "One attempt to an agent, by agent and outcome.",
-            ["agent", "outcome"],
+            "agent_attempt_seconds",
+            "One attempt to an agent, by agent, replica and outcome.",
+            ["agent", "replica", "outcome"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -221,7 +222,10 @@ class Metrics:
             self.breaker_open.labels(agent).set(0)
             self.auto_replayed.labels(agent)
         self.attempt_latency = {
-            (a, o): self.agent_latency.labels(a, o) for a in self.agents for o in ATTEMPT_KINDS
+            (a, replica, o): self.agent_latency.labels(a, replica, o)
+            for a, replicas in agents.items()
+            for replica in replicas
+            for o in ATTEMPT_KINDS
         }
 
     def responded(self, status_code: int) -> None:
@@ -246,9 +250,11 @@ class Metrics:
         self.pool_waiting.set(stats.get("requests_waiting", 0))
 
     # DispatchObserver: the dispatcher reports each attempt through these.
-    def attempt_finished(self, agent: str, outcome: AttemptKind, seconds: float) -> None:
+    def attempt_finished(
+        self, agent: str, replica: str, outcome: AttemptKind, seconds: float
+    ) -> None:
         """Record one attempt's duration."""
-        child = self.attempt_latency.get((agent, outcome))
+        child = self.attempt_latency.get((agent, replica, outcome))
         if child is not None:
             child.observe(seconds)
 

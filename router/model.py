@@ -20,6 +20,8 @@ AnswerStatus = Literal["delivered", "partial", "dead_lettered"]
 # discarded by an operator (kept for audit).
 DlqStatus = Literal["pending", "resolved", "parked", "discarded"]
 Mode = Literal["all", "first_success"]
+# How an agent's replicas share its attempts (router/balance.py).
+Balance = Literal["least_latency", "round_robin"]
 # How one HTTP attempt to an agent ended (the `outcome` label of agent metrics).
 AttemptKind = Literal["ok", "http_4xx", "http_5xx", "http_429", "timeout", "connection_error"]
 
@@ -27,6 +29,7 @@ LOG_STATUSES: tuple[LogStatus, ...] = get_args(LogStatus)
 FINAL_STATUSES: tuple[FinalStatus, ...] = get_args(FinalStatus)
 DLQ_STATUSES: tuple[DlqStatus, ...] = get_args(DlqStatus)
 MODES: tuple[Mode, ...] = get_args(Mode)
+BALANCES: tuple[Balance, ...] = get_args(Balance)
 ATTEMPT_KINDS: tuple[AttemptKind, ...] = get_args(AttemptKind)
 
 # The HTTP status POST /route answers with for each final status.

@@ -138,7 +138,7 @@ async def _run(
     summary: dict[str, Any] = {
         **result.counts(),
         "routes": table.source,
-        "agents": {agent.name: agent.url for agent in table.agents.values()},
+        "agents": {agent.name: list(agent.urls) for agent in table.agents.values()},
     }
     if dry_run:
         shown = result.would_replay[:wanted]

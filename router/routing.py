@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from router.model import MODES, Mode
+from router.model import BALANCES, MODES, Balance, Mode
 from router.signing import ENV_NAME, SigningError, keys_from_env
 
 __all__ = [
@@ -56,6 +56,7 @@ _AGENT_TUNABLES = (
     "retry_budget",
     "auto_replay",
     "signing_secrets_env",
+    "balance",
 )
 _SIGNAL_TUNABLES = ("deadline_ms", "mode")
 Tunable = int | float | str | bool
@@ -71,11 +72,14 @@ _DEFAULT_VALUES: dict[str, Tunable] = {
     "retry_budget": 0.2,
     "auto_replay": True,
     "signing_secrets_env": "",
+    "balance": "least_latency",
     "mode": "all",
 }
+# Replicas are a few URLs, each a label value of agent_attempt_seconds: a bound, not a policy.
+MAX_REPLICAS = 64
 _TOP_KEYS = ("defaults", "agents", "rules")
 _DEFAULTS_KEYS = tuple(_DEFAULT_VALUES)
-_AGENT_KEYS = ("url", *_AGENT_TUNABLES)
+_AGENT_KEYS = ("url", "urls", *_AGENT_TUNABLES)
 _RULE_KEYS = ("kind", "agents", "keywords", "patterns", "default", *_SIGNAL_TUNABLES)
 
 _TOML_POSITION_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -95,7 +99,8 @@ class AgentConfig:
     """One downstream agent and how to call it."""
 
     name: str
-    url: str
+    # One or more replicas; each attempt goes to one of them (router/balance.py).
+    urls: tuple[str, ...]
     timeout_ms: int
     max_attempts: int
     backoff_initial_ms: int
@@ -106,6 +111,7 @@ class AgentConfig:
     retry_budget: float = 0.2
     auto_replay: bool = True
     signing_secrets_env: str = ""
+    balance: Balance = "least_latency"
     # Read from that variable at load; never printed (repr), logged or stored.
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
 
@@ -279,6 +285,12 @@ def _tunable(value: object, key: str, source: str, where: str) -> Tunable:
                 f"signing_secrets_env must be an environment variable's name, got {value!r}",
             )
         return value
+    if key == "balance":
+        if value not in BALANCES:
+            raise _fail(
+                source, where, f'balance must be "least_latency" or "round_robin", got {value!r}'
+            )
+        return value
     if key == "auto_replay":
         if type(value) is not bool:
             raise _fail(source, where, f"auto_replay must be true or false, got {value!r}")
@@ -354,8 +366,7 @@ def _parse_agent(
     if not isinstance(raw, dict):
         raise _fail(source, where, f"must be a table ([agents.{name}]) with a url")
     _check_keys(raw, _AGENT_KEYS, source, where)
-    if "url" not in raw:
-        raise _fail(source, where, "url is required")
+    urls = _urls(raw, source, where)
     tunables: dict[str, Any] = {
         key: _tunable(raw.get(key, defaults[key]), key, source, where) for key in _AGENT_TUNABLES
     }
@@ -374,9 +385,27 @@ def _parse_agent(
             keys = keys_from_env(tunables["signing_secrets_env"])
         except SigningError as err:
             raise _fail(source, where, str(err)) from None
-    return AgentConfig(
-        name=name, url=_url(raw["url"], source, where), signing_keys=keys, **tunables
-    )
+    return AgentConfig(name=name, urls=urls, signing_keys=keys, **tunables)
+
+
+def _urls(raw: Mapping[str, Any], source: str, where: str) -> tuple[str, ...]:
+    """The agent's replicas: `url` (one) or `urls` (a list), not both."""
+    if "url" in raw and "urls" in raw:
+        raise _fail(source, where, "set url or urls, not both")
+    if "url" in raw:
+        return (_url(raw["url"], source, where),)
+    if "urls" not in raw:
+        raise _fail(source, where, "url is required (or urls, a list of replicas)")
+    value = raw["urls"]
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_REPLICAS:
+        raise _fail(
+            source, where, f"urls must be a list of 1 to {MAX_REPLICAS} URLs, got {value!r}"
+        )
+    urls = tuple(_url(url, source, where) for url in value)
+    repeated = sorted({url for url in urls if urls.count(url) > 1})
+    if repeated:
+        raise _fail(source, where, f"urls lists {repeated[0]!r} more than once")
+    return urls
 
 
 def _parse_rule(
@@ -541,7 +570,7 @@ def check_routes_main(path: str) -> int:
         return 1
     print(f"{table.source}: OK, {len(table.agents)} agents, {len(table.rules)} rules")
     for agent in table.agents.values():
-        print(f"  agent {agent.name}: {agent.url} timeout_ms={agent.timeout_ms}")
+        print(f"  agent {agent.name}: {' '.join(agent.urls)} timeout_ms={agent.timeout_ms}")
     for index, rule in enumerate(table.rules, start=1):
         targets = ", ".join(a.name for a in rule.agents)
         flag = " (default)" if rule.default else ""

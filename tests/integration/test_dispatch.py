@@ -167,7 +167,7 @@ class RecordingObserver:
         self.failed: Counter[str] = Counter()
         self.inflight_now: Counter[str] = Counter()
 
-    def attempt_finished(self, agent: str, outcome: str, seconds: float) -> None:
+    def attempt_finished(self, agent: str, replica: str, outcome: str, seconds: float) -> None:
         assert seconds >= 0
         self.attempts.append((agent, outcome))
 
@@ -193,7 +193,7 @@ def config(
     concurrency: int = 64,
 ) -> AgentConfig:
     return AgentConfig(
-        name, url, timeout_ms, max_attempts, backoff_initial_ms, backoff_max_ms, concurrency
+        name, (url,), timeout_ms, max_attempts, backoff_initial_ms, backoff_max_ms, concurrency
     )
 
 

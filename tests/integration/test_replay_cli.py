@@ -62,7 +62,7 @@ async def test_replays_pending_entries_and_prints_a_summary(
     result = summary(out)
     assert counts(result) == {"replayed": 5, "resolved": 3, "failed": 2, "parked": 0}
     assert result["routes"] == str(routes_file)
-    assert result["agents"] == {name: a.url for name, a in fresh_agents.items()}
+    assert result["agents"] == {name: [a.url] for name, a in fresh_agents.items()}
     assert result["failures"] == {"beta": {"HTTP 503": 2}}
     assert len(out.strip().splitlines()) == 1
     progress = [json.loads(line)["progress"] for line in err.splitlines() if '"progress"' in line]

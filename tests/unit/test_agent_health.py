@@ -18,13 +18,13 @@ def make(failures: int = 3, open_s: float = 1.0) -> tuple[AgentHealth, Clock, li
     health = AgentHealth(clock=clock)
     changes: list[BreakerState] = []
     health.subscribe(lambda agent, state: changes.append(state))
-    health.breaker("a", failures=failures, open_s=open_s)
+    health.breaker("a", "r", failures=failures, open_s=open_s)
     return health, clock, changes
 
 
 def test_opens_after_failures_in_a_row_and_refuses_until_open_s() -> None:
     health, clock, changes = make()
-    breaker = health.breaker("a", failures=3, open_s=1.0)
+    breaker = health.breaker("a", "r", failures=3, open_s=1.0)
     for failed in (True, True, False, True, True):  # a success resets the run
         assert breaker.admit() == "attempt"
         breaker.finished("attempt", failed)
@@ -38,7 +38,7 @@ def test_opens_after_failures_in_a_row_and_refuses_until_open_s() -> None:
 
 def test_one_probe_at_a_time_its_success_closes_its_failure_reopens() -> None:
     health, clock, changes = make(failures=1)
-    breaker = health.breaker("a", failures=1, open_s=1.0)
+    breaker = health.breaker("a", "r", failures=1, open_s=1.0)
     breaker.finished(breaker.admit(), True)
     clock.now += 1.0
     assert breaker.admit() == "probe"
@@ -57,7 +57,7 @@ def test_one_probe_at_a_time_its_success_closes_its_failure_reopens() -> None:
 
 def test_zero_failures_means_never_open() -> None:
     health, _, changes = make(failures=0)
-    breaker = health.breaker("a", failures=0, open_s=1.0)
+    breaker = health.breaker("a", "r", failures=0, open_s=1.0)
     for _ in range(100):
         breaker.finished(breaker.admit(), True)
     assert breaker.state == "closed" and changes == []

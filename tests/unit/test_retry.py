@@ -16,7 +16,7 @@ NOW = 1_700_000_000.0
 
 def test_for_agent_copies_the_agent_settings() -> None:
     """The policy takes max attempts and backoff bounds from the agent's configuration."""
-    agent = AgentConfig("a", "http://127.0.0.1:1/", 500, 4, 25, 800, 8)
+    agent = AgentConfig("a", ("http://127.0.0.1:1/",), 500, 4, 25, 800, 8)
     assert RetryPolicy.for_agent(agent) == RetryPolicy(4, 25, 800)
 
 

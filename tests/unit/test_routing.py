@@ -58,7 +58,7 @@ def test_packaged_table_loads_with_the_documented_kinds_and_agents() -> None:
     assert list(t.agents) == ["policy", "support", "billing"]
     assert t.agents["support"].timeout_ms == 500
     assert t.agents["policy"].timeout_ms == 2000
-    assert t.agents["billing"].url == "http://127.0.0.1:9103/handle"
+    assert t.agents["billing"].urls == ("http://127.0.0.1:9103/handle",)
     urgent = t.rules[1]
     assert urgent.mode == "first_success"
     assert [a.name for a in urgent.agents] == ["support", "policy"]
@@ -85,7 +85,7 @@ def test_builtin_defaults_apply_when_nothing_is_set() -> None:
     t = table('[[rules]]\nkind = "k"\nkeywords = ["x"]\nagents = ["a"]\n')
     assert t.agents["a"] == AgentConfig(
         name="a",
-        url="http://127.0.0.1:9001/handle",
+        urls=("http://127.0.0.1:9001/handle",),
         timeout_ms=2000,
         max_attempts=3,
         backoff_initial_ms=50,
@@ -330,7 +330,7 @@ def test_large_payload_is_classified_by_a_late_match() -> None:
 
 def test_rules_built_directly_compile_their_matchers() -> None:
     """A Rule constructed in code (as other modules' tests do) classifies like a loaded one."""
-    agent = AgentConfig("a", "http://a/x", 1000, 1, 0, 0, 1)
+    agent = AgentConfig("a", ("http://a/x",), 1000, 1, 0, 0, 1)
     rule = Rule("k", (agent,), "all", 1000, False, keywords=("hi there",), patterns=("^x",))
     fallback = Rule("d", (agent,), "all", 1000, True)
     t = RoutingTable("<code>", {"a": agent}, (rule, fallback))
@@ -381,7 +381,7 @@ RULE_K = '[[rules]]\nkind = "k"\nkeywords = ["x"]\nagents = ["a"]\n'
         ),
         pytest.param(
             AGENTS.replace('9001/handle"', '9001/handle"\nmode = "all"') + DEFAULT_RULE,
-            't.toml: agent "a": unknown key "mode" (allowed: url, timeout_ms,',
+            't.toml: agent "a": unknown key "mode" (allowed: url, urls, timeout_ms,',
             id="signal-key-on-agent",
         ),
         pytest.param(
@@ -771,3 +771,40 @@ def test_unreadable_signing_secrets_stop_the_load_without_showing_them(
     assert message.startswith('t.toml: agent "a": ') and message.endswith(problem), message
     for secret in env.get("A_SECRETS", "").split():
         assert secret not in message
+
+
+# --- replicas ---------------------------------------------------------------------------
+
+REPLICAS = """
+[agents.a]
+{keys}
+
+[[rules]]
+kind = "fallback"
+default = true
+agents = ["a"]
+"""
+
+
+def test_an_agent_lists_its_replicas_and_how_to_balance_them() -> None:
+    keys = 'urls = ["http://127.0.0.1:9001/h", "http://127.0.0.1:9002/h"]\nbalance = "round_robin"'
+    agent = parse_routing_table(REPLICAS.format(keys=keys), "t.toml").agents["a"]
+    assert agent.urls == ("http://127.0.0.1:9001/h", "http://127.0.0.1:9002/h")
+    assert agent.balance == "round_robin"
+    one = parse_routing_table(REPLICAS.format(keys='url = "http://h/x"'), "t.toml").agents["a"]
+    assert (one.urls, one.balance) == (("http://h/x",), "least_latency")
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ('url = "http://h/x"\nurls = ["http://h/y"]', "set url or urls, not both"),
+        ("urls = []", "urls must be a list of 1 to 64 URLs, got []"),
+        ('urls = "http://h/x"', "urls must be a list of 1 to 64 URLs, got 'http://h/x'"),
+        ('urls = ["http://h/x", "ftp://h/y"]', "url 'ftp://h/y' must start with http://"),
+        ('urls = ["http://h/x", "http://h/x"]', "urls lists 'http://h/x' more than once"),
+        ('url = "http://h/x"\nbalance = "fastest"', 'balance must be "least_latency" or'),
+    ],
+)
+def test_bad_replicas_are_refused_with_the_reason(keys: str, expected: str) -> None:
+    assert f't.toml: agent "a": {expected}' in load_error(REPLICAS.format(keys=keys))
