@@ -10,7 +10,7 @@ USERS ?= 32
 HOST ?= http://127.0.0.1:8000
 DEV_API_KEY ?= dev-key
 
-.PHONY: dev test lint typecheck ops-check pytest migrate load load-faults replay-dlq bench bench-gate agents clean chaos
+.PHONY: dev test lint typecheck ops-check pytest migrate load load-faults replay-dlq bench bench-balance bench-gate agents clean chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -78,6 +78,10 @@ bench: $(STAMP)
 	@mkdir -p .router
 	$(BIN)/pytest benches -q -s --benchmark-enable --benchmark-json .router/bench.json \
 	  --benchmark-columns min,median,mean,stddev,rounds
+
+## bench-balance: replicas A/B, least_latency vs round_robin with one replica slowed halfway.
+bench-balance: $(STAMP)
+	$(BIN)/python -m benches.bench_balance --plot docs/balance_ab.png
 
 ## bench-gate: the quick end-to-end gate (well under 2 minutes); exit 1 on FAIL.
 bench-gate: $(STAMP)

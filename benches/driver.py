@@ -55,6 +55,9 @@ class _Shared:
     latencies: list[float] = field(default_factory=list)
     # One list per body, so a mix can report each kind's own latency (loadtest.hung does).
     by_body: list[list[float]] = field(default_factory=list)
+    # (answered at, latency) of every measured request, when asked for (benches.bench_balance).
+    started: float = 0.0
+    timeline: list[tuple[float, float]] | None = None
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -121,6 +124,8 @@ class _Connection(asyncio.Protocol):
         if shared.measuring and self._sent_measuring:
             shared.latencies.append(elapsed)
             shared.by_body[self._body].append(elapsed)
+            if shared.timeline is not None:
+                shared.timeline.append((self._sent_at + elapsed - shared.started, elapsed))
             shared.statuses[status] += 1
         self._send()
 
@@ -166,12 +171,15 @@ async def run(
     warmup_s: float,
     requests: int | None,
     cpu_pids: Sequence[int],
+    timeline: bool = False,
 ) -> dict[str, Any]:
     """Drive `url` and return the measured window's figures; connection i sends body i mod n."""
     built = [build_request(url, body, headers) for body in bodies]
     host, port, _ = built[0]
     loop = asyncio.get_running_loop()
-    shared = _Shared(remaining=requests, by_body=[[] for _ in built])
+    shared = _Shared(
+        remaining=requests, by_body=[[] for _ in built], timeline=[] if timeline else None
+    )
     closed: list[asyncio.Future[None]] = []
     for i in range(connections):
         body = i % len(built)
@@ -184,7 +192,7 @@ async def run(
         )
     await asyncio.sleep(warmup_s)
     cpu_before = [process_cpu_s(pid) for pid in cpu_pids]
-    started = time.perf_counter()
+    started = shared.started = time.perf_counter()
     shared.measuring = True
     if requests is None:
         await asyncio.sleep(duration_s)
@@ -214,6 +222,7 @@ async def run(
         "cpu_s": [round(c, 3) for c in cpu],
         "cpu_us_per_request": [round(c / count * 1e6, 1) if count else None for c in cpu],
         "bodies": [_figures(sorted(one), elapsed) for one in shared.by_body],
+        **({} if shared.timeline is None else {"timeline": shared.timeline}),
     }
 
 
@@ -241,6 +250,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("--cpu-pid", type=int, action="append", default=[])
+    parser.add_argument(
+        "--timeline", action="store_true", help="add [answered at s, latency s] of every request"
+    )
     return parser
 
 
@@ -265,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warmup_s=args.warmup,
                 requests=args.requests,
                 cpu_pids=args.cpu_pid,
+                timeline=args.timeline,
             )
         )
     json.dump(result, sys.stdout)

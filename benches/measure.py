@@ -47,6 +47,7 @@ def drive(
     warmup_s: float,
     cpu_pids: Sequence[int] = (),
     headers: Sequence[str] = (),
+    timeline: bool = False,
 ) -> Phase:
     """Run benches.driver in its own process against `url`; its JSON result. With several
     bodies, connection i sends body i mod n."""
@@ -69,6 +70,8 @@ def drive(
         command += ["--header", header]
     for pid in cpu_pids:
         command += ["--cpu-pid", str(pid)]
+    if timeline:
+        command.append("--timeline")
     done = subprocess.run(
         command, cwd=ROOT, capture_output=True, check=True, timeout=duration_s + warmup_s + 60
     )
