@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         try:
             for agent in load_routing_table(routes).agents.values():
-                wait_http(agent.url.replace("/handle", "/health"), agents)
+                wait_http(agent.urls[0].replace("/handle", "/health"), agents)
             router = start_router(url, routes, Path(tmp) / "router.log")
             base = router.url.removesuffix("/route")
             try:

@@ -125,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         try:
             for agent in table.agents.values():
-                wait_http(agent.url.replace("/handle", "/health"), agents)
-            hung_base = table.agents[HUNG_AGENT].url.removesuffix("/handle")
+                wait_http(agent.urls[0].replace("/handle", "/health"), agents)
+            hung_base = table.agents[HUNG_AGENT].urls[0].removesuffix("/handle")
             router = start_router(url, routes, Path(tmp) / "router.log")
             base_url = router.url.removesuffix("/route")
             try:

@@ -163,6 +163,28 @@ NextCursor = Annotated[
 
 
 @with_config(_CLOSED)
+class StatsItem(TypedDict):
+    """One minute of one kind's deliveries to one agent, merged over every router process."""
+
+    minute: Annotated[datetime, Field(description="the minute's start, UTC")]
+    kind: str
+    agent: str
+    count: Annotated[int, Field(description="deliveries (one per signal and agent)")]
+    errors: Annotated[int, Field(description="deliveries that failed after their retries")]
+    avg_ms: float
+    p50_ms: Annotated[float, Field(description="upper bound of the bucket holding the rank")]
+    p95_ms: float
+    p99_ms: float
+
+
+@with_config(_CLOSED)
+class StatsPage(TypedDict):
+    """GET /stats: per-minute rows, newest first."""
+
+    items: list[StatsItem]
+
+
+@with_config(_CLOSED)
 class LogPage(TypedDict):
     """A page of the log, newest first."""
 

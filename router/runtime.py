@@ -21,6 +21,7 @@ from router.metrics import Metrics
 from router.rate_limit import SenderLimiter
 from router.routing import RoutingTable
 from router.settings import Settings
+from router.stats import LatencyStats, StatsFlusher
 from router.store.pool import DatabaseClock, open_pool
 from router.store.recovery import run_maintenance
 from router.store.writer import GroupCommitWriter
@@ -62,6 +63,7 @@ class Runtime:
     auto_replay: AutoReplay
     route_path: RoutePath
     maintenance: asyncio.Task[None]
+    stats: StatsFlusher
 
     async def close(self) -> None:
         """Stop the tasks, flush the writer, close the client and the pools."""
@@ -70,6 +72,7 @@ class Runtime:
         with contextlib.suppress(asyncio.CancelledError):
             await self.maintenance
         await self.writer.stop()
+        await self.stats.close()
         await self.session.close()
         for pool in (self.claim_pool, self.replay_pool, self.pool):
             await pool.close()
@@ -119,6 +122,14 @@ async def open_runtime(config: AppConfig) -> Runtime:
     health.subscribe(metrics.breaker_changed)
     health.subscribe(auto_replay.breaker_changed)
     limit = settings.sender_rate_limit
+    latency_stats = LatencyStats()
+    stats = StatsFlusher(
+        pool,
+        latency_stats,
+        interval_s=settings.stats_flush_s,
+        retention=settings.stats_retention,
+    )
+    stats.start()
     route_path = RoutePath(
         table=table,
         dispatcher=Dispatcher(session, agents, observer=metrics, health=health),
@@ -129,6 +140,7 @@ async def open_runtime(config: AppConfig) -> Runtime:
         max_body_bytes=settings.max_body_bytes,
         outcome_timeout_s=settings.outcome_timeout_s,
         limiter=SenderLimiter(limit) if limit is not None else None,
+        stats=latency_stats,
     )
     maintenance = asyncio.create_task(
         run_maintenance(
@@ -154,4 +166,5 @@ async def open_runtime(config: AppConfig) -> Runtime:
         auto_replay=auto_replay,
         route_path=route_path,
         maintenance=maintenance,
+        stats=stats,
     )

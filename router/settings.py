@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from router.rate_limit import RateLimit
@@ -40,6 +42,9 @@ class Settings:
     shutdown_grace_s: float | None = None
     # SENDER_RATE_LIMIT / SENDER_RATE_BURST; None: senders are not limited.
     sender_rate_limit: RateLimit | None = None
+    # latency_stats rows older than this are deleted; each process adds its counts this often.
+    stats_retention: timedelta = timedelta(days=30)
+    stats_flush_s: float = 60.0
 
     @property
     def route_keys(self) -> frozenset[str]:
@@ -70,6 +75,8 @@ class Settings:
             outcome_timeout_s=_int(env, "OUTCOME_TIMEOUT_MS", 10_000, minimum=100) / 1000,
             shutdown_grace_s=_optional_float(env, "SHUTDOWN_GRACE_S", minimum=0.0),
             sender_rate_limit=_rate_limit(env),
+            stats_retention=_duration(env, "STATS_RETENTION", timedelta(days=30)),
+            stats_flush_s=_optional_float(env, "STATS_FLUSH_S", minimum=0.05) or 60.0,
         ).validated()
 
     def validated(self) -> Settings:
@@ -126,6 +133,22 @@ def _keys(env: Mapping[str, str], name: str) -> frozenset[str]:
     if not keys:
         raise SettingsError(f"{name} is set but holds no key (expected comma-separated keys)")
     return keys
+
+
+_DURATION = re.compile(r"(\d+)\s*(s|m|h|d)")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    match = _DURATION.fullmatch(raw.strip().lower())
+    if match is None or int(match[1]) == 0:
+        raise SettingsError(
+            f"{name} must be a positive duration like 30d, 12h, 90m or 600s, got {raw!r}"
+        )
+    return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
 
 
 def _path(raw: str | None) -> Path | None:

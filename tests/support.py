@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import psycopg
 import uvicorn
+from prometheus_client import CollectorRegistry
+from prometheus_client import multiprocess as prom_multiprocess
 
 from router.app import create_app
 from router.settings import Settings
@@ -341,3 +345,55 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     finally:
         writer.transport.abort()
+
+
+@contextlib.contextmanager
+def serve_workers(
+    database_url: str, routes_file: Path, prom_dir: Path, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`router serve --workers 2` with its metrics in `prom_dir`, once both workers are up;
+    SIGTERM (a graceful stop) when done."""
+    from router.metrics import MULTIPROC_ENV
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--workers", "2", "--port", str(port)],
+        cwd=ROOT,
+        env=router_env(database_url, routes_file, **{MULTIPROC_ENV: str(prom_dir)}, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/health", proc, timeout=30)
+        deadline = time.monotonic() + 20
+        while len(list(prom_dir.glob("counter_*.db"))) < 2:  # both workers built their metrics
+            assert time.monotonic() < deadline, "the second worker did not start"
+            time.sleep(0.05)
+        yield base, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def received_by_worker(prom_dir: Path, scratch: Path) -> dict[int, float]:
+    """signals_received_total as each worker's own counter file says."""
+    counts = {}
+    for file in prom_dir.glob("counter_*.db"):
+        pid = int(file.stem.removeprefix("counter_"))
+        alone = scratch / str(pid)
+        alone.mkdir(parents=True, exist_ok=True)
+        shutil.copy(file, alone / file.name)
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
+        counts[pid] = sum(
+            s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if s.name == "signals_received_total"
+        )
+    return counts

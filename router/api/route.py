@@ -32,6 +32,7 @@ from router.model import (
 from router.rate_limit import SenderLimiter
 from router.routing import RoutingTable, Rule
 from router.signals import InvalidSignal, Signal, parse_signal
+from router.stats import LatencyStats
 from router.store.errors import DatabaseUnavailable, Overloaded, StoreError
 from router.store.recovery import sweep_abandoned
 from router.store.writer import (
@@ -69,6 +70,7 @@ class RoutePath:
         keys: ApiKeys,
         max_body_bytes: int,
         outcome_timeout_s: float,
+        stats: LatencyStats,
         limiter: SenderLimiter | None = None,
         max_in_flight: int = 4096,
     ) -> None:
@@ -81,6 +83,7 @@ class RoutePath:
         self._max_body = max_body_bytes
         self._outcome_timeout_s = outcome_timeout_s
         self._limiter = limiter
+        self._stats = stats
         self._max_in_flight = max_in_flight
         self._in_flight = 0
 
@@ -171,6 +174,7 @@ class RoutePath:
                 with contextlib.suppress(StoreError):
                     self._writer.finish(_interrupted_outcome(claim, started), retry_for_s=1.0)
                 raise _cut_short() from None
+            self._stats.record(rule.kind, outcomes)
             status, failed = _status_of(rule, outcomes)
             # Serialized before the commit: an agent reply too deep to encode is dropped here
             # rather than failing the batch it would share.

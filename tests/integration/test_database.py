@@ -23,13 +23,18 @@ def test_upgrade_downgrade_upgrade(server_url: str) -> None:
     try:
         migrate.upgrade(url)
         with psycopg.connect(url) as conn:
-            assert [r[0] for r in conn.execute(TABLES)] == ["alembic_version", "dlq", "signal_log"]
+            assert [r[0] for r in conn.execute(TABLES)] == [
+                "alembic_version",
+                "dlq",
+                "latency_stats",
+                "signal_log",
+            ]
         migrate.downgrade(url, "base")
         with psycopg.connect(url) as conn:
             assert [r[0] for r in conn.execute(TABLES)] == ["alembic_version"]
         migrate.upgrade(url)
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
             indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
         assert {
             "signal_log_sender_created",

@@ -10,6 +10,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,7 @@ from router.dispatch import (
 from router.model import AgentOutcome, Mode
 from router.routing import AgentConfig
 from router.signing import keys_from_env
+from tests.support import start_router
 
 BODY = orjson.dumps({"log_id": "sig-1", "sender_id": "u1", "kind": "k", "payload": {"m": "hé"}})
 LOG_ID = "sig-1"
@@ -722,3 +724,45 @@ async def test_unsigned_agents_get_no_webhook_headers(
     await run(dispatcher(session, a), [a])
     [(headers, _)] = agent.seen
     assert not [h for h in headers if h.lower().startswith("webhook-")]
+
+
+@pytest.mark.asyncio
+async def test_a_router_signs_from_its_table_and_never_shows_the_secrets(
+    serve_agent: ServeAgent,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """End to end: the table names the variable, the router signs each attempt (verified with
+    `standardwebhooks` for both secrets), and neither secret reaches a row, an answer or a
+    metric, although the delivery failed and was dead-lettered with its error."""
+    agent = await serve_agent(reply(503))
+    monkeypatch.setenv("AGENT_SECRETS", f"{SECRET_NEW} {SECRET_OLD}")
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        f"[defaults]\nmax_attempts = 2\nbackoff_initial_ms = 1\nbackoff_max_ms = 2\n"
+        f'[agents.signed]\nurl = "{agent.url}"\nsigning_secrets_env = "AGENT_SECRETS"\n'
+        f'[[rules]]\nkind = "general"\ndefault = true\nagents = ["signed"]\n'
+    )
+    async with start_router(database_url, routes) as router:
+        status, answer, _ = await router.route({"sender_id": "u1", "payload": {"m": "hé"}})
+        shown = [
+            orjson.dumps(answer),
+            orjson.dumps(await router.get("/logs")),
+            orjson.dumps(await router.get("/dlq")),
+            (await router.get("/metrics", key=None))[1].encode(),
+            orjson.dumps(router.query("SELECT * FROM signal_log")[0], default=str),
+            orjson.dumps(router.query("SELECT * FROM dlq")[0], default=str),
+        ]
+    assert status == 202 and answer["status"] == "dead_lettered"
+    assert len(agent.seen) == 2
+    for headers, body in agent.seen:
+        assert headers["webhook-id"] == answer["log_id"]
+        for secret in (SECRET_NEW, SECRET_OLD):
+            assert (
+                standardwebhooks.Webhook(secret).verify(body, headers)["log_id"] == answer["log_id"]
+            )
+    for text in shown:
+        for secret in (SECRET_NEW, SECRET_OLD):
+            assert secret.removeprefix("whsec_").encode() not in text
+        assert b"the old secret" not in text and b"the new secret" not in text

@@ -110,7 +110,11 @@ async def test_every_documented_answer_is_produced_and_matches_its_schema(
     alpha, beta = fresh_agents["alpha"], fresh_agents["beta"]
     limit = RateLimit.parse("1/min", str(SENDER_BURST))
     async with start_router(
-        proxy.url(server_url, db_name), routes_file, max_body_bytes=4096, sender_rate_limit=limit
+        proxy.url(server_url, db_name),
+        routes_file,
+        max_body_bytes=4096,
+        sender_rate_limit=limit,
+        stats_flush_s=0.2,
     ) as router:
         status, doc = await router.get("/openapi.json", key=None)
         assert status == 200
@@ -176,6 +180,12 @@ async def test_every_documented_answer_is_produced_and_matches_its_schema(
         assert (await c.call("DELETE", "/dlq/{id}", "/dlq/999999"))[0] == 404
         assert (await c.call("DELETE", "/dlq/{id}", "/dlq/0"))[0] == 422
 
+        # Latency statistics, flushed by now.
+        await asyncio.sleep(0.5)
+        status, page = await c.call("GET", "/stats", "/stats?kind=solo")
+        assert status == 200 and page["items"] and page["items"][0]["agent"] == "alpha"
+        assert (await c.call("GET", "/stats", "/stats?since=yesterday"))[0] == 422
+
         # Every admin endpoint: no key, and a route-only key.
         admin = [
             (method.upper(), template)
@@ -183,7 +193,7 @@ async def test_every_documented_answer_is_produced_and_matches_its_schema(
             for method, operation in operations.items()
             if "403" in operation["responses"]
         ]
-        assert len(admin) == 6
+        assert len(admin) == 7
         for method, template in admin:
             path = template.replace("{log_id}", "c-1").replace("{id}", str(entry_id))
             body = {"ids": [entry_id]} if method == "POST" else None
@@ -203,6 +213,7 @@ async def test_every_documented_answer_is_produced_and_matches_its_schema(
             ("GET", "/logs", None, None),
             ("GET", "/logs/{log_id}", "/logs/c-1", None),
             ("GET", "/dlq", None, None),
+            ("GET", "/stats", None, None),
             ("GET", "/dlq/{id}", "/dlq/1", None),
             ("DELETE", "/dlq/{id}", "/dlq/1", None),
             ("POST", replay, None, {"ids": [1]}),

@@ -10,7 +10,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,8 +23,6 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
-from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.metrics import MULTIPROC_ENV, prepare_multiprocess_dir, reap_dead_workers
@@ -35,8 +32,8 @@ from tests.support import (
     AgentProcess,
     RouterServer,
     free_port,
-    router_env,
-    wait_http,
+    received_by_worker,
+    serve_workers,
 )
 
 OPS = ROOT / "ops"
@@ -179,10 +176,16 @@ def test_compose_routes_table_targets_the_agent_services() -> None:
 
 
 def test_grafana_provisioning_matches_the_dashboard() -> None:
-    """Dashboard targets use the provisioned data source; the provider reads its folder."""
-    datasource = yaml.safe_load(
-        (OPS / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
-    )["datasources"][0]
+    """Dashboard targets use the provisioned data sources; the provider reads its folder; the
+    PostgreSQL one is the compose file's database."""
+    sources = OPS / "grafana" / "provisioning" / "datasources"
+    datasource = yaml.safe_load((sources / "prometheus.yml").read_text())["datasources"][0]
+    postgres = yaml.safe_load((sources / "postgres.yml").read_text())["datasources"][0]
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert postgres["url"] == "postgres:5432" and "postgres" in compose["grafana"]["depends_on"]
+    database = compose["postgres"]["environment"]
+    assert postgres["jsonData"]["database"] == database["POSTGRES_DB"]
+    assert postgres["user"] == database["POSTGRES_USER"]
     provider = yaml.safe_load(
         (OPS / "grafana" / "provisioning" / "dashboards" / "router.yml").read_text()
     )["providers"][0]
@@ -190,7 +193,9 @@ def test_grafana_provisioning_matches_the_dashboard() -> None:
     assert f"./ops/grafana/dashboards:{provider['options']['path']}:ro" in grafana_volumes
     targets = [t for p in json.loads(DASHBOARD.read_text())["panels"] for t in p.get("targets", [])]
     assert targets
-    assert {t["datasource"]["uid"] for t in targets} == {datasource["uid"]}
+    assert {t["datasource"]["uid"] for t in targets} == {datasource["uid"], postgres["uid"]}
+    for target in targets:
+        assert ("rawSql" in target) == (target["datasource"]["uid"] == postgres["uid"]), target
 
 
 # --- a real Prometheus against a router that served traffic -------------------------------
@@ -201,6 +206,8 @@ def _dashboard_exprs() -> list[str]:
     exprs = []
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         for target in panel.get("targets", []):
+            if "expr" not in target:
+                continue  # a PostgreSQL panel: tests/integration/test_stats.py runs its SQL
             expr = re.sub(r"\$__(rate_interval|interval|range)", "1m", target["expr"])
             expr = re.sub(r"\$\{?\w+\}?", ".*", expr)  # $kind, $agent: "All"
             exprs.append(expr)
@@ -417,25 +424,6 @@ def _scrape(base: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return samples
 
 
-def _received_by_worker(prom_dir: Path, scratch: Path) -> dict[int, float]:
-    """signals_received_total as each worker's own counter file says."""
-    counts = {}
-    for file in prom_dir.glob("counter_*.db"):
-        pid = int(file.stem.removeprefix("counter_"))
-        alone = scratch / str(pid)
-        alone.mkdir(parents=True, exist_ok=True)
-        shutil.copy(file, alone / file.name)
-        registry = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
-        counts[pid] = sum(
-            s.value
-            for metric in registry.collect()
-            for s in metric.samples
-            if s.name == "signals_received_total"
-        )
-    return counts
-
-
 @pytest.fixture
 def two_workers(
     database_url: str, routes_file: Path, tmp_path: Path
@@ -445,30 +433,8 @@ def two_workers(
     prom_dir.mkdir()
     (prom_dir / "counter_1.db").write_bytes(b"a dead run's file: summed in unless removed")
     (prom_dir / "keep.txt").write_text("not ours to delete")
-    port = free_port()
-    env = router_env(database_url, routes_file, **{MULTIPROC_ENV: str(prom_dir)})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "router", "serve", "--workers", "2", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/health", proc, timeout=30)
-        deadline = time.monotonic() + 20
-        while len(list(prom_dir.glob("counter_*.db"))) < 2:  # both workers built their metrics
-            assert time.monotonic() < deadline, "the second worker did not start"
-            time.sleep(0.05)
+    with serve_workers(database_url, routes_file, prom_dir) as (base, proc):
         yield base, prom_dir, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_two_workers_report_the_sum_of_their_metrics(
@@ -487,7 +453,7 @@ def test_two_workers_report_the_sum_of_their_metrics(
             statuses = list(pool.map(lambda i: _post_signal(base, f"solo {i}"), range(50)))
             assert statuses == [200] * 50
             sent += 50
-            by_worker = _received_by_worker(prom_dir, tmp_path / "scratch")
+            by_worker = received_by_worker(prom_dir, tmp_path / "scratch")
     assert sum(by_worker.values()) == sent
 
     for _ in range(8):  # new connections: the scrapes land on either worker

@@ -78,6 +78,13 @@ SELECT 'log-' || g, 's', 'kind-' || (g % 20),
        now() - g * interval '1 second'
 FROM generate_series(1, 20000) AS g
 """
+SEED_SPREAD_STATS = """
+INSERT INTO latency_stats (minute, kind, agent, count, errors, sum_ms, buckets)
+SELECT date_trunc('minute', now()) - g * interval '1 minute', 'kind-' || (g % 20),
+       'agent-' || (g % 10), 1, 0, 1.0, '{1}'
+FROM generate_series(1, 20000) AS g
+"""
+STATS_PAGE = {"kind": None, "agent": None, "since": None, "until": None, "limit": 1000}
 LOG_PAGE = {"sender_id": None, "kind": None, "status": None, "since": None, "until": None,
             "cursor_created_at": None, "cursor_log_id": None, "limit": 51}  # fmt: skip
 DLQ_PAGE = {"status": None, "agent": None, "kind": None, "before_id": None, "limit": 51}
@@ -110,6 +117,16 @@ PLANS: list[tuple[str, Mapping[str, object], str]] = [
     ("dlq_claim_round", {**ROUND, "agent": '["a"]', **AFTER}, "dlq_pending_oldest"),
     ("dlq_replayable_ids", {"ids": [5, 50, 51]}, "dlq_pkey"),
     ("dlq_claim_ids", {"ids": [5, 50, 51]}, "dlq_pkey"),
+    ("stats_page", STATS_PAGE, "latency_stats_pkey"),
+    ("stats_page", {**STATS_PAGE, "since": MIDDLE}, "latency_stats_pkey"),
+    ("stats_page", {**STATS_PAGE, "kind": "kind-3"}, "latency_stats_kind_minute"),
+    ("stats_page", {**STATS_PAGE, "agent": "agent-3"}, "latency_stats_agent_minute"),
+    # Retention deletes the oldest few minutes of each flush (the table goes back 20,000).
+    (
+        "stats_expire",
+        {"cutoff": datetime.now(UTC) - timedelta(minutes=19_900)},
+        "latency_stats_pkey",
+    ),
 ]
 
 
@@ -118,8 +135,10 @@ def spread_database(database_url: str) -> str:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(SEED_SPREAD_LOG)
         conn.execute(SEED_SPREAD_DLQ)
+        conn.execute(SEED_SPREAD_STATS)
         conn.execute("ANALYZE signal_log")
         conn.execute("ANALYZE dlq")
+        conn.execute("ANALYZE latency_stats")
     return database_url
 
 
