@@ -7,10 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 N ?= 1000
 USERS ?= 32
+RATE ?= 200
+DURATION ?= 20
 HOST ?= http://127.0.0.1:8000
 DEV_API_KEY ?= dev-key
 
-.PHONY: dev test lint typecheck ops-check pytest migrate load load-faults replay-dlq bench bench-balance bench-gate agents clean chaos
+.PHONY: dev test lint typecheck ops-check pytest migrate load load-locust capacity load-faults replay-dlq bench bench-balance bench-gate agents clean chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -57,11 +59,21 @@ agents: $(STAMP)
 clean:
 	rm -rf $(VENV) .router .pytest_cache .mypy_cache .ruff_cache
 
-## load: headless Locust run of N signals from USERS clients against HOST (make dev's router).
+## load: open loop, RATE signals/s for DURATION s at HOST (make dev's router): p50/p95/p99,
+## errors and the SLO verdict (p50 <= 5 ms, p99 <= 25 ms); exit 1 on FAIL.
 load: $(STAMP)
+	API_KEY=$${API_KEY:-$(DEV_API_KEY)} $(BIN)/python -m loadtest.open_loop --host $(HOST) \
+	  --rate $(RATE) --duration $(DURATION)
+
+## load-locust: the same mix from Locust's closed-loop users (USERS of them, N signals).
+load-locust: $(STAMP)
 	API_KEY=$${API_KEY:-$(DEV_API_KEY)} $(BIN)/locust -f loadtest/locustfile.py --headless \
 	  --users $(USERS) --spawn-rate $(USERS) --host $(HOST) --signals $(N) \
 	  --only-summary --loglevel WARNING
+
+## capacity: capacity at SLO for the agent direct and the router with 1 and 2 workers.
+capacity: $(STAMP)
+	$(BIN)/python -m loadtest.capacity
 
 ## load-faults: the same mix against a stack of its own whose agents fail 30 % of attempts, then
 ## the hung-agent scenario: no fault and one agent hung, side by side (loadtest/hung.py).

@@ -1,0 +1,74 @@
+"""Capacity at SLO: the highest constant arrival rate at which p50 <= 5 ms, p99 <= 25 ms and no
+errors hold, for the agent called directly, the router with one worker and with two.
+
+#     python -m loadtest.capacity [--seconds 10] [--start 200] [--step 1.25]
+
+Each target gets its own stack (benches.stack: a migrated database, the demo agent, the router
+process) and a series of open-loop runs (loadtest.open_loop), each rate `step` times the last,
+until one misses; the last that held is its capacity. The router runs with the benches' one-
+agent table and the documented signal mix; the direct runs send the agent what the router
+forwards. One line per run, then the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from benches.stack import AGENT_BODY, API_KEY, e2e_stack
+from loadtest.mix import Mix
+from loadtest.open_loop import drive
+from loadtest.summary import Slo, Summary, summarize
+
+SLO = Slo(p50_ms=5.0, p99_ms=25.0, max_error_rate=1e-9)
+
+
+def _measure(url: str, body: Callable[[], bytes], rate: float, seconds: float) -> Summary:
+    headers = [f"X-API-Key: {API_KEY}"]
+    recorder = drive(url, body, headers, rate=rate, duration_s=seconds, max_connections=512)
+    return summarize(recorder, SLO)
+
+
+def _capacity(name: str, url: str, body: Callable[[], bytes], args: argparse.Namespace) -> float:
+    rate, held = args.start, 0.0
+    while rate <= args.max_rate:
+        s = _measure(url, body, rate, args.seconds)
+        print(
+            f"{name:18} {rate:>7,.0f}/s  p50 {s.p50_ms:6.2f}  p99 {s.p99_ms:7.2f} ms"
+            f"  errors {s.errors:>4}  {'holds' if s.passed else 'misses'}",
+            flush=True,
+        )
+        if not s.passed:
+            break
+        held, rate = rate, rate * args.step
+    return held
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Find each target's capacity on one machine, in one sitting; print the table."""
+    parser = argparse.ArgumentParser(prog="python -m loadtest.capacity", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="each run's length")
+    parser.add_argument("--start", type=float, default=200.0, help="first rate, signals/s")
+    parser.add_argument("--step", type=float, default=1.25, help="each rate over the last")
+    parser.add_argument("--max-rate", type=float, default=20_000.0)
+    args = parser.parse_args(argv)
+    mix = Mix()
+    found: dict[str, float] = {}
+    with e2e_stack() as stack:
+        found["agent direct"] = _capacity("agent direct", stack.agent_url, lambda: AGENT_BODY, args)
+        for workers in (1, 2):
+            router = stack.router(workers=workers)
+            try:
+                name = f"router, {workers} worker{'s' if workers > 1 else ''}"
+                found[name] = _capacity(name, router.url, lambda: mix.next()[1], args)
+            finally:
+                router.stop()
+    print(f"\ncapacity at SLO (p50 <= {SLO.p50_ms} ms, p99 <= {SLO.p99_ms} ms, no errors):")
+    for name, rate in found.items():
+        print(f"  {name:18} {rate:>8,.0f} signals/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
