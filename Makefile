@@ -12,7 +12,7 @@ DURATION ?= 20
 HOST ?= http://127.0.0.1:8000
 DEV_API_KEY ?= dev-key
 
-.PHONY: dev test lint typecheck ops-check pytest migrate load load-locust capacity load-faults replay-dlq bench bench-balance bench-gate agents clean chaos
+.PHONY: dev db-stop test lint typecheck ops-check pytest migrate load load-locust capacity load-faults replay-dlq bench bench-balance bench-gate agents clean chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -21,13 +21,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## dev: migrate, start the demo agents and the router on 127.0.0.1:8000 with reload.
+## dev: migrate, start the demo agents and the router on 127.0.0.1:8000 with reload (of the
+## code and the routing table). Everything stays in make's process group, so a signal to the
+## group (Ctrl-C, an IDE's stop button, timeout) stops it all; the embedded PostgreSQL keeps
+## running for the next start: `make db-stop` stops it.
 dev: $(STAMP)
 	API_KEY=$${API_KEY:-$(DEV_API_KEY)} LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/router migrate
-	@set -m; $(BIN)/router agents & agents=$$!; \
+	@$(BIN)/router agents & agents=$$!; \
 	trap 'kill $$agents 2>/dev/null; wait $$agents 2>/dev/null' EXIT INT TERM; \
 	API_KEY=$${API_KEY:-$(DEV_API_KEY)} LOG_FORMAT=$${LOG_FORMAT:-console} \
 	  $(BIN)/router serve --host 127.0.0.1 --port 8000 --reload
+
+## db-stop: stop the embedded PostgreSQL (under .router/) that make dev and make test leave up.
+db-stop: $(STAMP)
+	$(BIN)/router db-stop
 
 ## test: lint, types, the ops checks, the whole suite, then the quick performance gate.
 test: $(STAMP) lint typecheck ops-check pytest bench-gate

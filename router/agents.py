@@ -455,6 +455,12 @@ def agents_main(argv: Sequence[str] | None = None) -> int:
             print("router agents: no local agent to serve", file=sys.stderr)
             return 2
 
+    from router.ports import in_use_message, port_in_use
+
+    for spec in specs:
+        if spec.port and port_in_use(args.host, spec.port):
+            print(f"router agents: {in_use_message(args.host, spec.port)}", file=sys.stderr)
+            return 1
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve_agents(specs, behaviour, host=args.host))

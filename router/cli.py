@@ -1,4 +1,4 @@
-"""The `router` command: serve, migrate, replay-dlq, agents, check-routes."""
+"""The `router` command: serve, migrate, replay-dlq, agents, check-routes, db-stop."""
 
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--reload", action="store_true", help="restart on code changes (make dev)")
     sub.add_parser("migrate", help="alembic upgrade head against DATABASE_URL (or embedded)")
+    sub.add_parser(
+        "db-stop", help="stop the embedded PostgreSQL that make dev and make test leave running"
+    )
     check = sub.add_parser("check-routes", help="validate a routing table file")
     check.add_argument("file")
     sub.add_parser("agents", help="demo / load-test agents with fault injection")
@@ -61,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if ns.command == "migrate":
         return _migrate(settings)
+    if ns.command == "db-stop":
+        return _db_stop(settings)
     return _serve(settings, ns.host, ns.port, ns.workers, ns.reload)
 
 
@@ -79,6 +84,22 @@ def _migrate(settings: Settings) -> int:
         print(f"router migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print("router migrate: database is at head", file=sys.stderr)
+    return 0
+
+
+def _db_stop(settings: Settings) -> int:
+    from router.embedded_db import stop_embedded
+
+    pgdata = settings.data_dir / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        print(f"router db-stop: no embedded PostgreSQL is running in {pgdata}", file=sys.stderr)
+        return 0
+    try:
+        stop_embedded(settings.data_dir)
+    except Exception as exc:  # pg_ctl's own message says why
+        print(f"router db-stop: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"router db-stop: stopped the embedded PostgreSQL in {pgdata}", file=sys.stderr)
     return 0
 
 
@@ -103,6 +124,12 @@ def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool)
     if workers < 1:
         print("router: --workers must be >= 1", file=sys.stderr)
         return 2
+    from router.ports import in_use_message, port_in_use
+
+    if port_in_use(host, port):
+        # uvicorn would only say "address already in use": name what holds it.
+        print(f"router: {in_use_message(host, port)}", file=sys.stderr)
+        return 1
     # Resolve the embedded server once here so every worker (and reloaded child)
     # inherits one DATABASE_URL instead of racing to start it.
     os.environ["DATABASE_URL"] = _database_url(settings)
@@ -126,7 +153,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool)
         port=port,
         workers=workers if not reload else None,
         reload=reload,
-        reload_dirs=["router"] if reload else None,
+        # The routing table too: editing it under make dev reloads the server with it.
+        reload_dirs=_reload_dirs(settings) if reload else None,
+        reload_includes=["*.py", "*.toml"] if reload else None,
         loop="uvloop",
         # httptools, with uvicorn's own 400/500/503 answers in the contract's JSON shape; by
         # import path, as each worker imports it.
@@ -143,3 +172,11 @@ def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool)
         timeout_graceful_shutdown=_shutdown_grace_s(settings, table),
     )
     return 0
+
+
+def _reload_dirs(settings: Settings) -> list[str]:
+    """The package (code and the packaged table) and the directory of ROUTES_FILE."""
+    dirs = [str(Path(__file__).resolve().parent)]
+    if settings.routes_file is not None:
+        dirs.append(str(settings.routes_file.resolve().parent))
+    return dirs
