@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router import openapi
-from router.api import dlq, health, logs, stats
+from router.api import console, dlq, health, logs, stats
 from router.api.auth import ApiKeys
 from router.api.errors import install_error_handlers, starting
 from router.balance import replica_labels
@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
     app.include_router(logs.router)
     app.include_router(dlq.router)
     app.include_router(stats.router)
+    app.include_router(console.router)
 
     async def metrics_endpoint() -> Response:
         body, content_type = config.metrics.render()

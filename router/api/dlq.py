@@ -66,6 +66,7 @@ async def list_entries(
     ] = None,
     agent: Annotated[str | None, Query(description="entries with this failed agent")] = None,
     kind: Annotated[str | None, Query(description="exact kind")] = None,
+    log_id: Annotated[str | None, Query(description="the entry of this signal")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
@@ -81,7 +82,13 @@ async def list_entries(
             before_id = decode_dlq_cursor(cursor)
         except InvalidCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc), "cursor") from None
-    entries = await dlq.fetch_page(pool_of(request), filters, limit=limit + 1, before_id=before_id)
+    entries = await dlq.fetch_page(
+        pool_of(request),
+        filters,
+        limit=limit + 1,
+        before_id=before_id,
+        log_id=text_filter(log_id, "log_id"),
+    )
     next_cursor = None
     if len(entries) > limit:
         entries = entries[:limit]

@@ -106,10 +106,16 @@ class ClaimedBatch:
 
 
 async def fetch_page(
-    pool: AsyncConnectionPool, filters: DlqFilter, *, limit: int, before_id: int | None
+    pool: AsyncConnectionPool,
+    filters: DlqFilter,
+    *,
+    limit: int,
+    before_id: int | None,
+    log_id: str | None = None,
 ) -> list[DlqEntry]:
-    """Up to `limit` entries newest first (id DESC), below `before_id` when given."""
-    params = _filter_params(filters) | {"before_id": before_id, "limit": limit}
+    """Up to `limit` entries newest first (id DESC), below `before_id` when given; only the
+    entry of `log_id` when given (a signal has at most one)."""
+    params = _filter_params(filters) | {"before_id": before_id, "limit": limit, "log_id": log_id}
     async with connection(pool) as conn:
         return await _entries(conn, "dlq_page", params)
 

@@ -315,6 +315,8 @@ async def test_get_and_list_entries_with_filters_and_pagination(router: RouterSe
     _, page = await admin(router, "GET", "/dlq?status=discarded")
     assert [e["id"] for e in page["items"]] == [solo[0]]
     [item] = page["items"]
+    _, one = await admin(router, "GET", f"/dlq?log_id={item['log_id']}")
+    assert [e["id"] for e in one["items"]] == [solo[0]]  # a signal's entry, by its log_id
     assert set(item) >= {
         "id", "log_id", "sender_id", "kind", "agents", "mode", "payload", "last_error",
         "attempts", "replay_count", "status", "created_at", "last_attempt_at",

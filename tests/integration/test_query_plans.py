@@ -87,7 +87,8 @@ FROM generate_series(1, 20000) AS g
 STATS_PAGE = {"kind": None, "agent": None, "since": None, "until": None, "limit": 1000}
 LOG_PAGE = {"sender_id": None, "kind": None, "status": None, "since": None, "until": None,
             "cursor_created_at": None, "cursor_log_id": None, "limit": 51}  # fmt: skip
-DLQ_PAGE = {"status": None, "agent": None, "kind": None, "before_id": None, "limit": 51}
+DLQ_PAGE = {"status": None, "agent": None, "kind": None, "before_id": None, "limit": 51,
+            "log_id": None}  # fmt: skip
 ROUND = {"round_started": "2100-01-01T00:00:00Z", "limit": 20, "agent": None, "kind": None,
          "after_created_at": None, "after_id": None}  # fmt: skip
 # Half-way down the seeded log (its rows are one second apart, back from now).
@@ -110,6 +111,7 @@ PLANS: list[tuple[str, Mapping[str, object], str]] = [
     ("dlq_page", {**DLQ_PAGE, "before_id": 900}, "dlq_pkey"),
     ("dlq_page", {**DLQ_PAGE, "status": "pending"}, "dlq_status_id"),
     ("dlq_page", {**DLQ_PAGE, "agent": '["rare"]'}, "dlq_agents"),
+    ("dlq_page", {**DLQ_PAGE, "log_id": "log-77"}, "dlq_log_id_key"),
     ("dlq_claimable", ROUND, "dlq_pending_oldest"),
     # A kind's few pending rows: a bitmap over the status index, then a sort, is as good.
     ("dlq_claimable", {**ROUND, "kind": "kind-3", **AFTER}, "dlq_pending_oldest|dlq_status_id"),

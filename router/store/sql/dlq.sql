@@ -18,11 +18,13 @@ FOR UPDATE NOWAIT
 -- name: dlq_page
 -- Newest first. Every filter is optional (NULL drops it); run unprepared (store/reads.py), so
 -- each execution is planned with its values: dlq_status_id for a status, the GIN index
--- dlq_agents for the containment `agents @> ["name"]`, the primary key otherwise.
+-- dlq_agents for the containment `agents @> ["name"]`, dlq_log_id_key for one signal's entry,
+-- the primary key otherwise.
 SELECT id, log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
        last_error, attempts, replay_count, status, created_at, last_attempt_at
 FROM dlq
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+WHERE (%(log_id)s::text IS NULL OR log_id = %(log_id)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(agent)s::jsonb IS NULL OR agents @> %(agent)s::jsonb)
   AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
