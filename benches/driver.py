@@ -101,25 +101,15 @@ class _Connection(asyncio.Protocol):
         self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
+        self._buffer += data
+        try:
+            status = take_response(self._buffer)
+        except ValueError as exc:
+            self._fail(str(exc))
             return
-        head = bytes(buffer[:end]).lower()
-        start = head.find(b"content-length:")
-        if start < 0:
-            # Every server measured here sets Content-Length; chunked answers are not supported.
-            self._fail("no content-length")
-            return
-        stop = head.find(b"\r\n", start)
-        length = int(head[start + 15 : stop if stop >= 0 else len(head)])
-        total = end + 4 + length
-        if len(buffer) < total:
+        if status is None:
             return
         elapsed = time.perf_counter() - self._sent_at
-        status = int(head[9:12])
-        del buffer[:total]
         shared = self._shared
         if shared.measuring and self._sent_measuring:
             shared.latencies.append(elapsed)
@@ -144,6 +134,25 @@ class _Connection(asyncio.Protocol):
             self._shared.errors[type(exc).__name__ if exc else "closed by server"] += 1
         if not self._closed.done():
             self._closed.set_result(None)
+
+
+def take_response(buffer: bytearray) -> int | None:
+    """The status of the whole answer at the start of `buffer`, removed from it; None while it
+    is incomplete. ValueError without Content-Length: every server measured here sets it, and
+    chunked answers are not supported."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end]).lower()
+    start = head.find(b"content-length:")
+    if start < 0:
+        raise ValueError("no content-length")
+    stop = head.find(b"\r\n", start)
+    total = end + 4 + int(head[start + 15 : stop if stop >= 0 else len(head)])
+    if len(buffer) < total:
+        return None
+    del buffer[:total]
+    return int(head[9:12])
 
 
 def build_request(url: str, body: bytes, headers: Sequence[str]) -> tuple[str, int, bytes]:

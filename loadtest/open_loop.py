@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from benches.driver import build_request
+from benches.driver import build_request, take_response
 from loadtest.mix import Mix
 from loadtest.summary import Recorder, Slo, render, summarize
 
@@ -50,19 +50,14 @@ class _Connection(asyncio.Protocol):
         self._transport.write(request)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(buffer[:end]).lower()
-        start = head.find(b"content-length:")
-        stop = head.find(b"\r\n", start)
-        length = int(head[start + 15 : stop if stop >= 0 else len(head)]) if start >= 0 else 0
-        if len(buffer) < end + 4 + length:
-            return
-        del buffer[: end + 4 + length]
-        self._done(self, int(head[9:12]))
+        self._buffer += data
+        try:
+            status = take_response(self._buffer)
+        except ValueError:
+            status = 0  # an answer this generator cannot frame: counted as none
+            self.close()
+        if status is not None:
+            self._done(self, status)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
