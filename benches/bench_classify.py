@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from router.routing import RoutingTable, load_routing_table, parse_routing_table
+from router.routing import RoutingTable
+from router.routing_file import load_routing_table, parse_routing_table
 
 RULES = 100
 WORDS = ("account", "please", "thanks", "order", "status", "question", "hello", "again")

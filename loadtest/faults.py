@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benches.stack import API_KEY, ROOT, bench_database, start_router
-from router.routing import load_routing_table
+from router.routing_file import load_routing_table
 from tests.support import free_port, wait_http
 
 DEMO_PORTS = ("9101", "9102", "9103")

@@ -27,7 +27,7 @@ import psycopg
 from benches.measure import drive
 from benches.stack import API_KEY, ROOT, bench_database, start_router
 from loadtest.faults import routes_on_free_ports
-from router.routing import load_routing_table
+from router.routing_file import load_routing_table
 from tests.support import http_json, wait_http
 
 HUNG_AGENT = "billing"

@@ -442,7 +442,7 @@ def agents_main(argv: Sequence[str] | None = None) -> int:
     if args.port is not None:
         specs = [AgentSpec(args.name, args.port)]
     else:
-        from router.routing import RoutingTableError, load_routing_table
+        from router.routing_file import RoutingTableError, load_routing_table
 
         try:
             table = load_routing_table(args.routes or os.environ.get("ROUTES_FILE") or None)

@@ -19,7 +19,8 @@ from router.api.errors import install_error_handlers, starting
 from router.balance import replica_labels
 from router.metrics import Metrics
 from router.model import SignalBody
-from router.routing import RoutingTable, load_routing_table
+from router.routing import RoutingTable
+from router.routing_file import load_routing_table
 from router.runtime import AppConfig, Runtime, open_runtime
 from router.settings import Settings
 

@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(args)
 
     if ns.command == "check-routes":
-        from router.routing import check_routes_main
+        from router.routing_file import check_routes_main
 
         return check_routes_main(ns.file)
     try:
@@ -113,7 +113,7 @@ def _shutdown_grace_s(settings: Settings, table: RoutingTable) -> int:
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int, reload: bool) -> int:
-    from router.routing import RoutingTableError, load_routing_table
+    from router.routing_file import RoutingTableError, load_routing_table
 
     try:
         settings.require_api_key()

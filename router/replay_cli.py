@@ -13,7 +13,8 @@ import orjson
 import psycopg
 
 from router.replay import DRY_RUN_LIMIT, Replayer, ReplayResult
-from router.routing import RoutingTable, RoutingTableError, load_routing_table
+from router.routing import RoutingTable
+from router.routing_file import RoutingTableError, load_routing_table
 from router.settings import Settings, SettingsError
 from router.store.dlq import DlqFilter, count_pending
 from router.store.errors import StoreError, wrap_database_errors

@@ -10,7 +10,7 @@ import pytest
 
 from router.dispatch import Dispatcher, create_client_session
 from router.replay import Replayer
-from router.routing import load_routing_table
+from router.routing_file import load_routing_table
 from router.store.dlq import DlqFilter
 from router.store.pool import open_pool
 from tests.integration.admin_support import admin, dlq_rows, log_rows, seed_dead_letters

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.dispatch import Dispatcher, create_client_session
 from router.replay import Replayer
-from router.routing import load_routing_table
+from router.routing_file import load_routing_table
 from router.store.pool import open_pool
 from tests.integration.admin_support import seed_dead_letters
 from tests.support import (

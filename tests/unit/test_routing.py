@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from router.routing import (
-    AgentConfig,
-    RoutingTable,
+from router.routing import AgentConfig, RoutingTable, Rule
+from router.routing_file import (
     RoutingTableError,
-    Rule,
     check_routes_main,
     load_routing_table,
     parse_routing_table,
@@ -808,3 +806,28 @@ def test_an_agent_lists_its_replicas_and_how_to_balance_them() -> None:
 )
 def test_bad_replicas_are_refused_with_the_reason(keys: str, expected: str) -> None:
     assert f't.toml: agent "a": {expected}' in load_error(REPLICAS.format(keys=keys))
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ('urls = ["http://h/x", 5]', "url must be a string, got 5"),
+        ('url = "http://h/x"\nretry_budget = true', "retry_budget must be within [0, 1], got True"),
+        ('url = "http://h/x"\nauto_replay = 1', "auto_replay must be true or false, got 1"),
+        ('url = "http://h/x"\nbalance = 3', 'balance must be "least_latency" or "round_robin"'),
+        (
+            'url = "http://h/x"\nsigning_secrets_env = "1x"',
+            "signing_secrets_env must be an environment",
+        ),
+    ],
+)
+def test_each_declared_key_says_what_it_takes(keys: str, expected: str) -> None:
+    """The declared models' errors read like the rest: the key, what it takes, the value."""
+    assert f't.toml: agent "a": {expected}' in load_error(REPLICAS.format(keys=keys))
+
+
+def test_a_whole_number_is_a_retry_budget_too() -> None:
+    """TOML writes 1 as an integer; the budget is a share either way."""
+    keys = 'url = "http://h/x"\nretry_budget = 1'
+    agent = parse_routing_table(REPLICAS.format(keys=keys), "t.toml").agents["a"]
+    assert agent.retry_budget == 1.0 and isinstance(agent.retry_budget, float)
