@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -397,3 +398,61 @@ def received_by_worker(prom_dir: Path, scratch: Path) -> dict[int, float]:
             if s.name == "signals_received_total"
         )
     return counts
+
+
+DEV_PORTS = (8000, 9101, 9102, 9103)  # make dev's router and the packaged table's agents
+README = ROOT / "README.md"
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def readme_commands() -> list[str]:
+    """The README's curl commands: the "Try it" block, then every inline one, in order."""
+    text = README.read_text()
+    block = text.split("## Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    commands = [line.strip() for line in joined.splitlines() if line.strip().startswith("curl")]
+    commands += re.findall(r"`(curl [^`]+)`", text)
+    return commands
+
+
+@contextlib.contextmanager
+def run_make_dev(database_url: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`make dev` in a process group of its own, as a terminal or an IDE starts it, once its
+    router and demo agents answer; SIGKILL to the group afterwards if it still runs."""
+    from router.ports import port_in_use
+
+    busy = [port for port in DEV_PORTS if port_in_use("127.0.0.1", port)]
+    if busy:
+        import pytest
+
+        pytest.skip(f"make dev's ports are taken here: {busy}")
+    given = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ADMIN_API_KEY")}
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "dev"],
+        cwd=ROOT,
+        env={**given, "DATABASE_URL": database_url, "ROUTES_FILE": "", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_http("http://127.0.0.1:8000/health/ready", proc, timeout=90)
+        for port in DEV_PORTS[1:]:
+            wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=30)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -18,60 +17,24 @@ from pathlib import Path
 import pytest
 
 from router.ports import port_in_use
-from tests.support import ROOT, AgentProcess, free_port, router_env, wait_http, write_routes
-
-DEV_PORTS = (8000, 9101, 9102, 9103)  # the router and the packaged table's demo agents
-README = ROOT / "README.md"
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry))
-    return members
-
-
-def _readme_commands() -> list[str]:
-    """The README's curl commands: the "Try it" block, then every inline one, in order."""
-    text = README.read_text()
-    block = text.split("## Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    joined = block.replace("\\\n", " ")
-    commands = [line.strip() for line in joined.splitlines() if line.strip().startswith("curl")]
-    commands += re.findall(r"`(curl [^`]+)`", text)
-    return commands
+from tests.support import (
+    DEV_PORTS,
+    ROOT,
+    AgentProcess,
+    free_port,
+    group_members,
+    readme_commands,
+    router_env,
+    run_make_dev,
+    wait_http,
+    write_routes,
+)
 
 
 @pytest.fixture
 def make_dev(database_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`make dev` in a process group of its own, as a terminal or an IDE starts it."""
-    busy = [port for port in DEV_PORTS if port_in_use("127.0.0.1", port)]
-    if busy:
-        pytest.skip(f"make dev's ports are taken here: {busy}")
-    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ADMIN_API_KEY")}
-    env.update(DATABASE_URL=database_url, ROUTES_FILE="")
-    proc = subprocess.Popen(
-        ["make", "--no-print-directory", "dev"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_http("http://127.0.0.1:8000/health/ready", proc, timeout=90)
-        for port in DEV_PORTS[1:]:
-            wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=30)
+    with run_make_dev(database_url) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -81,7 +44,7 @@ def test_a_signal_to_the_group_stops_everything(
     """The README's commands answer (the 3 a.m. one without ADMIN_API_KEY set, as make dev
     leaves it); then one signal to the group leaves no process and no port behind."""
     env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ADMIN_API_KEY")}
-    commands = _readme_commands()
+    commands = readme_commands()
     assert len(commands) >= 6, commands  # Try it, the console story, 3 a.m.
     for command in commands:
         out = subprocess.run(
@@ -94,9 +57,9 @@ def test_a_signal_to_the_group_stops_everything(
     os.killpg(make_dev.pid, sig)
     make_dev.wait(timeout=30)
     deadline = time.monotonic() + 20
-    while _group_members(make_dev.pid) or any(port_in_use("127.0.0.1", p) for p in DEV_PORTS):
+    while group_members(make_dev.pid) or any(port_in_use("127.0.0.1", p) for p in DEV_PORTS):
         assert time.monotonic() < deadline, (
-            _group_members(make_dev.pid),
+            group_members(make_dev.pid),
             [p for p in DEV_PORTS if port_in_use("127.0.0.1", p)],
         )
         time.sleep(0.2)
