@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from yarl import URL
-
 from router.agent_health import Admission, Breaker
 from router.model import Balance
 
@@ -46,7 +44,7 @@ class Replica:
         self, index: int, url: str, label: str, breaker: Breaker, clock: Callable[[], float]
     ) -> None:
         self.index = index
-        self.url = URL(url)
+        self.url = url
         self.label = label
         self.breaker = breaker
         self.in_flight = 0

@@ -10,9 +10,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
 
-import aiohttp
 import orjson
 
+from router.agent_client import AgentClient, AgentConnectionError, clip
 from router.agent_health import AgentHealth, RetryBudget
 from router.balance import Balancer, Replica, replica_labels
 from router.model import AgentOutcome, AttemptKind, Mode
@@ -20,18 +20,11 @@ from router.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from router.routing import AgentConfig
 from router.signing import signature_header
 
-__all__ = [
-    "DispatchObserver",
-    "Dispatcher",
-    "NullObserver",
-    "create_client_session",
-    "new_traceparent",
-]
+__all__ = ["DispatchObserver", "Dispatcher", "NullObserver", "new_traceparent"]
 
 _JSON = "application/json"
 # How one attempt ends for the retry loop: another attempt may follow, or the delivery is over.
 AttemptEnd = Literal["retry", "done"]
-_MAX_ERROR_CHARS = 300
 MAX_STORED_RESPONSE_BYTES = 65_536
 
 
@@ -76,7 +69,6 @@ class _AgentState:
         "policy",
         "semaphore",
         "signing_keys",
-        "timeout",
         "timeout_error",
         "timeout_s",
     )
@@ -106,7 +98,6 @@ class _AgentState:
         self.signing_keys = agent.signing_keys
         self.semaphore = asyncio.Semaphore(agent.concurrency)
         self.timeout_s = agent.timeout_ms / 1000
-        self.timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         self.timeout_error = f"timeout after {agent.timeout_ms} ms"
         self.policy = RetryPolicy.for_agent(agent)
 
@@ -170,11 +161,11 @@ class _Delivery:
 
 
 class Dispatcher:
-    """Delivers a signal's body to its agents over one shared client session."""
+    """Delivers a signal's body to its agents over one shared client."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: AgentClient,
         agents: Iterable[AgentConfig],
         *,
         observer: DispatchObserver | None = None,
@@ -183,7 +174,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self._session = session
+        self._client = client
         self._observer: DispatchObserver = observer if observer is not None else NullObserver()
         self._sleep = sleep
         self._clock = clock
@@ -346,10 +337,8 @@ class Dispatcher:
         left = d.deadline - start
         if left <= 0:
             return self._deadline_reached(d)
-        timeout = state.timeout
         deadline_bound = left < state.timeout_s
-        if deadline_bound:
-            timeout = aiohttp.ClientTimeout(total=left)
+        timeout_s = left if deadline_bound else state.timeout_s
         name = state.name
         observer = self._observer
         d.attempts = attempt = d.attempts + 1
@@ -365,14 +354,9 @@ class Dispatcher:
         kind: AttemptKind
         observer.inflight(name, 1)
         try:
-            # A redirect is the agent's answer, not an invitation to re-POST elsewhere.
-            async with self._session.post(
-                replica.url, data=d.body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                content_type = resp.content_type
-                retry_after = resp.headers.get("Retry-After") if status in (429, 503) else None
+            # The client never follows a redirect: it is the agent's answer, not an invitation
+            # to re-POST elsewhere.
+            reply = await self._client.post(replica.url, d.body, headers, timeout_s)
         except TimeoutError:
             kind = "timeout"
             d.healthy = False
@@ -382,21 +366,22 @@ class Dispatcher:
             else:
                 d.error = state.timeout_error
                 retryable = True
-        except (aiohttp.ClientError, OSError) as exc:
+        except AgentConnectionError as exc:
             kind = "connection_error"
             d.healthy = False
             d.status = d.response = None
-            d.error = _describe_connection_error(exc)
+            d.error = str(exc)
             retryable = True
         except Exception as exc:
-            # A request aiohttp refuses to build (a malformed URL or header) fails this agent
-            # alone and is not retried, rather than failing the whole signal.
+            # A request the client refuses to build (a malformed URL or header) fails this
+            # agent alone and is not retried, rather than failing the whole signal.
             kind = "connection_error"
             d.status = d.response = None
-            d.error = _clip(f"request failed: {type(exc).__name__}: {exc}")
+            d.error = clip(f"request failed: {type(exc).__name__}: {exc}")
         else:
+            status = reply.status
             d.status = status
-            d.response = _parse_json(raw, content_type)
+            d.response = _parse_json(reply.body, reply.content_type)
             # A 4xx is the agent answering: the fault is the request's, not the agent's health.
             d.healthy = not is_retryable_status(status)
             if 200 <= status < 300:
@@ -406,8 +391,8 @@ class Dispatcher:
             elif is_retryable_status(status):
                 kind = "http_429" if status == 429 else "http_5xx"
                 d.error = f"HTTP {status}"
-                if retry_after is not None:
-                    d.retry_after = parse_retry_after(retry_after, time.time())
+                if reply.retry_after is not None:
+                    d.retry_after = parse_retry_after(reply.retry_after, time.time())
                 retryable = True
             else:
                 # 3xx joins 4xx: a non-retried answer that is not a success.
@@ -447,25 +432,6 @@ def _parse_json(raw: bytes, content_type: str) -> Any:
         return None
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
-
-
-def _describe_connection_error(exc: BaseException) -> str:
-    """A short, log-safe description of a transport failure."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        where = f"{exc.host}:{exc.port}"
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return f"connection refused: {where}"
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
-        return _clip(f"connection error: {where}: {reason}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "connection error: server disconnected"
-    detail = str(exc)
-    name = type(exc).__name__
-    return _clip(f"connection error: {name}: {detail}" if detail else f"connection error: {name}")
-
-
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
@@ -492,31 +458,3 @@ def new_traceparent(parent: str | None) -> tuple[str, str]:
                 return f"00-{trace_id}-{_random_hex(8)}-{flags}", trace_id
     trace_id = _random_hex(16)
     return f"00-{trace_id}-{_random_hex(8)}-01", trace_id
-
-
-def create_client_session(
-    *,
-    limit: int = 0,
-    keepalive_timeout: float = 4.0,
-    ttl_dns_cache: int = 300,
-) -> aiohttp.ClientSession:
-    """The process's one client session for agent calls; call it inside the running loop.
-
-    Concurrency is bounded by each agent's semaphore, so the pool itself is unlimited by default.
-    """
-    asyncio.get_running_loop()  # fail here, clearly, rather than on the first request
-    connector = aiohttp.TCPConnector(
-        limit=limit,
-        limit_per_host=0,
-        # Below the 5 s idle timeout of uvicorn (and most agent servers): a connection the
-        # server is about to close is dropped here first instead of failing a POST on reuse.
-        keepalive_timeout=keepalive_timeout,
-        ttl_dns_cache=ttl_dns_cache,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        raise_for_status=False,
-        skip_auto_headers=("User-Agent",),
-        trust_env=False,
-    )

@@ -100,7 +100,8 @@ def replay_main(argv: Sequence[str]) -> int:
 async def _run(
     settings: Settings, table: RoutingTable, filters: DlqFilter, limit: int | None, dry_run: bool
 ) -> dict[str, Any]:
-    from router.dispatch import Dispatcher, create_client_session
+    from router.agent_client import AiohttpClient
+    from router.dispatch import Dispatcher
     from router.embedded_db import resolve_database_url
     from router.store.pool import open_pool
 
@@ -113,11 +114,11 @@ async def _run(
         probe = await psycopg.AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
         await probe.close()
         pool = await open_pool(url, min_size=1, max_size=WORKERS + 1, wait=True)
-    session = create_client_session()
+    client = AiohttpClient()
     try:
         replayer = Replayer(
             pool,
-            Dispatcher(session, table.agents.values()),
+            Dispatcher(client, table.agents.values()),
             table,
             max_replays=settings.dlq_max_replays,
             workers=WORKERS,
@@ -132,7 +133,7 @@ async def _run(
             result = await replayer.replay_pending(filters, limit=limit, progress=progress)
             progress.done(result)
     finally:
-        await session.close()
+        await client.close()
         await pool.close()
     # The table and URLs it replayed to: a replay run without the server's ROUTES_FILE
     # would deliver elsewhere, and this says so.

@@ -6,16 +6,16 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from router import budget
+from router.agent_client import AgentClient, AiohttpClient
 from router.agent_health import AgentHealth
 from router.api.auth import ApiKeys
 from router.api.route import RoutePath
 from router.auto_replay import AutoReplay
-from router.dispatch import Dispatcher, create_client_session
+from router.dispatch import Dispatcher
 from router.embedded_db import resolve_database_url
 from router.metrics import Metrics
 from router.rate_limit import SenderLimiter
@@ -53,7 +53,7 @@ class Runtime:
     # Replays hold a connection through whole dispatches: a pool of their own, so they can
     # never starve the route path's outcome commits.
     replay_pool: AsyncConnectionPool
-    session: aiohttp.ClientSession
+    client: AgentClient
     writer: GroupCommitWriter
     # Replays' own dispatcher: the route path's metrics (retries, failed deliveries) count
     # the route path only, as with `router replay-dlq`.
@@ -73,7 +73,7 @@ class Runtime:
             await self.maintenance
         await self.writer.stop()
         await self.stats.close()
-        await self.session.close()
+        await self.client.close()
         for pool in (self.claim_pool, self.replay_pool, self.pool):
             await pool.close()
         log.info("router_stopped")
@@ -106,12 +106,12 @@ async def open_runtime(config: AppConfig) -> Runtime:
     replay_pool = await open_pool(
         url, min_size=1, max_size=REPLAY_POOL_MAX, wait=False, name="router-replays"
     )
-    session = create_client_session()
+    client: AgentClient = AiohttpClient()
     writer = GroupCommitWriter(pool, claim_pool=claim_pool, clock=clock, metrics=metrics)
     writer.start()
     agents = table.agents.values()
     health = AgentHealth()
-    replay_dispatcher = Dispatcher(session, agents, health=health)
+    replay_dispatcher = Dispatcher(client, agents, health=health)
     auto_replay = AutoReplay(
         replay_pool,
         replay_dispatcher,
@@ -132,7 +132,7 @@ async def open_runtime(config: AppConfig) -> Runtime:
     stats.start()
     route_path = RoutePath(
         table=table,
-        dispatcher=Dispatcher(session, agents, observer=metrics, health=health),
+        dispatcher=Dispatcher(client, agents, observer=metrics, health=health),
         writer=writer,
         pool=pool,
         metrics=metrics,
@@ -159,7 +159,7 @@ async def open_runtime(config: AppConfig) -> Runtime:
         pool=pool,
         claim_pool=claim_pool,
         replay_pool=replay_pool,
-        session=session,
+        client=client,
         writer=writer,
         replay_dispatcher=replay_dispatcher,
         health=health,

@@ -9,24 +9,20 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
 import standardwebhooks
 import standardwebhooks.webhooks
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from router.dispatch import (
-    Dispatcher,
-    DispatchObserver,
-    create_client_session,
-    new_traceparent,
-)
+from router.agent_client import AgentClient, AiohttpClient
+from router.dispatch import Dispatcher, DispatchObserver, new_traceparent
 from router.model import AgentOutcome, Mode
 from router.routing import AgentConfig
 from router.signing import keys_from_env
@@ -78,14 +74,15 @@ class Agent:
 
     def __init__(self, steps: tuple[Step, ...]) -> None:
         self.steps = steps
-        self.seen: list[tuple[dict[str, str], bytes]] = []
+        self.seen: list[tuple[CIMultiDictProxy[str] | CIMultiDict[str], bytes]] = []
         self.inflight = 0
         self.max_inflight = 0
         self.dropped = asyncio.Event()
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((dict(request.headers), await request.read()))
+        # Header names are case-insensitive: a client may send them in any case.
+        self.seen.append((request.headers.copy(), await request.read()))
         step = self.steps[min(len(self.seen), len(self.steps)) - 1]
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
@@ -102,6 +99,11 @@ class Agent:
 
 
 ServeAgent = Callable[..., Awaitable[Agent]]
+
+
+def lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers as standardwebhooks reads them: a dict of lower-case names."""
+    return {name.lower(): value for name, value in headers.items()}
 
 
 @pytest_asyncio.fixture
@@ -129,9 +131,9 @@ async def serve_agent() -> AsyncIterator[ServeAgent]:
 
 
 @pytest_asyncio.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The production client session."""
-    client = create_client_session()
+async def session() -> AsyncIterator[AgentClient]:
+    """The production client."""
+    client = AiohttpClient()
     yield client
     await client.close()
 
@@ -200,7 +202,7 @@ def config(
 
 
 def dispatcher(
-    session: aiohttp.ClientSession,
+    session: AgentClient,
     *agents: AgentConfig,
     observer: DispatchObserver | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -232,7 +234,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.asyncio
-async def test_success_first_try(serve_agent: ServeAgent, session: aiohttp.ClientSession) -> None:
+async def test_success_first_try(serve_agent: ServeAgent, session: AgentClient) -> None:
     """A 2xx on the first attempt is one request with the contract's headers and the body as is."""
     agent = await serve_agent(reply(200, {"answer": 42}))
     a = config(agent.url)
@@ -257,9 +259,7 @@ async def test_success_first_try(serve_agent: ServeAgent, session: aiohttp.Clien
 
 
 @pytest.mark.asyncio
-async def test_retries_5xx_then_succeeds(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
-) -> None:
+async def test_retries_5xx_then_succeeds(serve_agent: ServeAgent, session: AgentClient) -> None:
     """Two 5xx then a 2xx: three attempts, numbered, same key and body, backoff doubling."""
     agent = await serve_agent(reply(500), reply(502), reply(200, {"ok": 1}))
     a = config(agent.url, backoff_initial_ms=50)
@@ -277,7 +277,7 @@ async def test_retries_5xx_then_succeeds(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("status", [400, 404, 409, 422])
 async def test_4xx_is_not_retried(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession, status: int
+    serve_agent: ServeAgent, session: AgentClient, status: int
 ) -> None:
     """A 4xx other than 429 fails the agent at once, with its reply kept."""
     agent = await serve_agent(reply(status, {"detail": "bad"}))
@@ -292,9 +292,7 @@ async def test_4xx_is_not_retried(
 
 
 @pytest.mark.asyncio
-async def test_redirect_is_not_followed(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
-) -> None:
+async def test_redirect_is_not_followed(serve_agent: ServeAgent, session: AgentClient) -> None:
     """A 3xx is a failed delivery, neither followed nor retried."""
     agent = await serve_agent(reply(302, headers={"Location": "/handle"}))
     a = config(agent.url)
@@ -307,7 +305,7 @@ async def test_redirect_is_not_followed(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_is_honoured(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession, status: int
+    serve_agent: ServeAgent, session: AgentClient, status: int
 ) -> None:
     """A 429 or 503 with Retry-After waits exactly that long before the next attempt."""
     agent = await serve_agent(reply(status, headers={"Retry-After": "1"}), reply(200))
@@ -320,7 +318,7 @@ async def test_retry_after_is_honoured(
 
 @pytest.mark.asyncio
 async def test_retry_after_is_capped_by_backoff_max(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """A Retry-After longer than backoff_max_ms waits only backoff_max_ms."""
     agent = await serve_agent(reply(429, headers={"Retry-After": "30"}), reply(200))
@@ -332,9 +330,7 @@ async def test_retry_after_is_capped_by_backoff_max(
 
 
 @pytest.mark.asyncio
-async def test_max_attempts_exhausted(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
-) -> None:
+async def test_max_attempts_exhausted(serve_agent: ServeAgent, session: AgentClient) -> None:
     """An agent that keeps failing is tried max_attempts times and reported with its last error."""
     agent = await serve_agent(reply(500), reply(500), reply(503))
     a = config(agent.url, max_attempts=3)
@@ -347,7 +343,7 @@ async def test_max_attempts_exhausted(
 
 
 @pytest.mark.asyncio
-async def test_attempt_timeout(serve_agent: ServeAgent, session: aiohttp.ClientSession) -> None:
+async def test_attempt_timeout(serve_agent: ServeAgent, session: AgentClient) -> None:
     """An agent that never answers times each attempt out after timeout_ms and is retried."""
     agent = await serve_agent(hang)
     a = config(agent.url, timeout_ms=50, max_attempts=2)
@@ -359,9 +355,7 @@ async def test_attempt_timeout(serve_agent: ServeAgent, session: aiohttp.ClientS
 
 
 @pytest.mark.asyncio
-async def test_deadline_stops_retries(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
-) -> None:
+async def test_deadline_stops_retries(serve_agent: ServeAgent, session: AgentClient) -> None:
     """No attempt starts past the deadline: retries stop when the next sleep would cross it."""
     agent = await serve_agent(reply(500))
     a = config(agent.url, max_attempts=10, backoff_initial_ms=1000, backoff_max_ms=1000)
@@ -378,7 +372,7 @@ async def test_deadline_stops_retries(
 
 @pytest.mark.asyncio
 async def test_deadline_bounds_the_attempt_timeout(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """An attempt gets only the time left to the deadline, not the agent's whole timeout."""
     agent = await serve_agent(hang)
@@ -391,7 +385,7 @@ async def test_deadline_bounds_the_attempt_timeout(
 
 
 @pytest.mark.asyncio
-async def test_connection_refused_is_retried(session: aiohttp.ClientSession) -> None:
+async def test_connection_refused_is_retried(session: AgentClient) -> None:
     """A closed port is a connection error, retried up to max_attempts."""
     port = closed_port()
     a = config(f"http://127.0.0.1:{port}/handle", max_attempts=3)
@@ -405,9 +399,7 @@ async def test_connection_refused_is_retried(session: aiohttp.ClientSession) -> 
 
 
 @pytest.mark.asyncio
-async def test_dropped_connection_is_retried(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
-) -> None:
+async def test_dropped_connection_is_retried(serve_agent: ServeAgent, session: AgentClient) -> None:
     """A connection closed without an answer is retried on a fresh one."""
     agent = await serve_agent(drop, reply(200))
     a = config(agent.url)
@@ -419,7 +411,7 @@ async def test_dropped_connection_is_retried(
 
 @pytest.mark.asyncio
 async def test_all_mode_keeps_order_and_reports_partial_failure(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """`all` calls every agent and lists outcomes in the rule's order, whoever finished first."""
     slow = await serve_agent(reply(200, {"who": "slow"}, delay=0.1))
@@ -435,7 +427,7 @@ async def test_all_mode_keeps_order_and_reports_partial_failure(
 
 @pytest.mark.asyncio
 async def test_first_success_cancels_the_others(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """`first_success` returns on the first 2xx; the agent still working is cancelled and told."""
     slow = await serve_agent(hang)
@@ -457,7 +449,7 @@ async def test_first_success_cancels_the_others(
 
 @pytest.mark.asyncio
 async def test_first_success_outlasts_early_failures(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """An early non-retried failure does not end `first_success`; a later 2xx still wins."""
     bad = await serve_agent(reply(400))
@@ -468,9 +460,7 @@ async def test_first_success_outlasts_early_failures(
 
 
 @pytest.mark.asyncio
-async def test_first_success_with_no_success(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
-) -> None:
+async def test_first_success_with_no_success(serve_agent: ServeAgent, session: AgentClient) -> None:
     """When every agent fails, each keeps its own failure and none is marked cancelled."""
     bad = await serve_agent(reply(404))
     worse = await serve_agent(reply(500))
@@ -486,7 +476,7 @@ async def test_first_success_with_no_success(
 
 @pytest.mark.asyncio
 async def test_semaphore_bounds_inflight_requests(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """With concurrency=2, ten concurrent signals never put more than two requests in flight."""
     agent = await serve_agent(reply(200, delay=0.05))
@@ -502,7 +492,7 @@ async def test_semaphore_bounds_inflight_requests(
 
 @pytest.mark.asyncio
 async def test_deadline_bounds_the_wait_for_a_permit(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """A signal queued behind a full semaphore gives up at its deadline without sending anything."""
     agent = await serve_agent(hang)
@@ -520,7 +510,7 @@ async def test_deadline_bounds_the_wait_for_a_permit(
 
 
 @pytest.mark.asyncio
-async def test_observer_hooks(serve_agent: ServeAgent, session: aiohttp.ClientSession) -> None:
+async def test_observer_hooks(serve_agent: ServeAgent, session: AgentClient) -> None:
     """Hooks see every attempt, one retry per extra attempt, one failure per failed delivery."""
     flaky = await serve_agent(reply(500), reply(429), reply(200))
     down = await serve_agent(reply(503))
@@ -549,7 +539,7 @@ async def test_observer_hooks(serve_agent: ServeAgent, session: aiohttp.ClientSe
 
 @pytest.mark.asyncio
 async def test_cancelled_dispatch_releases_everything(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """Cancelling a dispatch mid-request propagates, frees the semaphore and the in-flight gauge."""
     agent = await serve_agent(hang, reply(200))
@@ -570,9 +560,7 @@ async def test_cancelled_dispatch_releases_everything(
 
 
 @pytest.mark.asyncio
-async def test_cancel_during_retry_backoff(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
-) -> None:
+async def test_cancel_during_retry_backoff(serve_agent: ServeAgent, session: AgentClient) -> None:
     """Cancellation while the retry loop sleeps propagates out of the loop untouched."""
     agent = await serve_agent(reply(500))
     a = config(agent.url, max_attempts=5)
@@ -610,7 +598,7 @@ async def test_cancel_during_retry_backoff(
 )
 async def test_reply_is_parsed_only_when_json(
     serve_agent: ServeAgent,
-    session: aiohttp.ClientSession,
+    session: AgentClient,
     content_type: str,
     raw: bytes,
     expected: Any,
@@ -625,7 +613,7 @@ async def test_reply_is_parsed_only_when_json(
 
 @pytest.mark.asyncio
 async def test_agents_unknown_at_start_are_dispatched(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     """An agent the dispatcher was not built with still gets its own state and is called."""
     agent = await serve_agent(reply(200))
@@ -692,7 +680,7 @@ SECRET_NEW = base64.b64encode(b"the new secret, rotated in").decode().rstrip("="
 @pytest.mark.asyncio
 @pytest.mark.parametrize("secrets", [[SECRET_NEW], [SECRET_NEW, SECRET_OLD]])
 async def test_signed_requests_verify_with_the_reference_library(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession, secrets: list[str]
+    serve_agent: ServeAgent, session: AgentClient, secrets: list[str]
 ) -> None:
     """Each secret's signature verifies with `standardwebhooks`; a retry is signed afresh."""
     agent = await serve_agent(reply(503), reply(200))
@@ -705,19 +693,21 @@ async def test_signed_requests_verify_with_the_reference_library(
         assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
         assert len(headers["webhook-signature"].split(" ")) == len(secrets)
         for secret in secrets:  # every secret a receiver may hold verifies on its own
-            assert standardwebhooks.Webhook(secret).verify(body, headers) == orjson.loads(BODY)
+            assert standardwebhooks.Webhook(secret).verify(body, lowered(headers)) == orjson.loads(
+                BODY
+            )
         with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
             standardwebhooks.Webhook(
                 SECRET_OLD if secrets == [SECRET_NEW] else "whsec_AAAA"
-            ).verify(body, headers)
+            ).verify(body, lowered(headers))
         tampered = body.replace(b"u1", b"u2")
         with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
-            standardwebhooks.Webhook(secrets[0]).verify(tampered, headers)
+            standardwebhooks.Webhook(secrets[0]).verify(tampered, lowered(headers))
 
 
 @pytest.mark.asyncio
 async def test_unsigned_agents_get_no_webhook_headers(
-    serve_agent: ServeAgent, session: aiohttp.ClientSession
+    serve_agent: ServeAgent, session: AgentClient
 ) -> None:
     agent = await serve_agent(reply(200))
     a = config(agent.url)
@@ -760,7 +750,8 @@ async def test_a_router_signs_from_its_table_and_never_shows_the_secrets(
         assert headers["webhook-id"] == answer["log_id"]
         for secret in (SECRET_NEW, SECRET_OLD):
             assert (
-                standardwebhooks.Webhook(secret).verify(body, headers)["log_id"] == answer["log_id"]
+                standardwebhooks.Webhook(secret).verify(body, lowered(headers))["log_id"]
+                == answer["log_id"]
             )
     for text in shown:
         for secret in (SECRET_NEW, SECRET_OLD):

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from router.dispatch import Dispatcher, create_client_session
+from router.agent_client import AiohttpClient
+from router.dispatch import Dispatcher
 from router.replay import Replayer
 from router.routing_file import load_routing_table
 from router.store.dlq import DlqFilter
@@ -351,7 +352,7 @@ async def test_concurrent_replayers_dispatch_every_entry_exactly_once(
 
     async def replayer() -> int:
         pool = await open_pool(router.database_url, min_size=1, max_size=3, wait=True)
-        session = create_client_session()
+        session = AiohttpClient()
         try:
             worker = Replayer(
                 pool,
