@@ -1,0 +1,136 @@
+"""Cost as the log grows: the same load on an empty signal_log and on one of N rows.
+
+#     python -m benches.bench_growth [--rows 5000000] [--seconds 15] [--connections 32]
+
+One stack (benches.stack: a migrated database of its own, the bench agent, the router), driven
+by benches.driver before and after the log is filled with realistic rows (the mix's payload
+sizes, agents' responses, 1 % partial with a DLQ entry, spread over the last 14 days, as
+INSERT … SELECT generate_series: minutes, not hours). Reports router CPU per signal, signals/s
+and p50/p99 on both sides, and what the load itself wrote: heap and index bytes and WAL bytes
+per signal. The router is restarted after the fill, so both sides start with a cold cache of
+the same process size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from benches.measure import Phase, _router_phase
+from benches.stack import Stack, e2e_stack
+
+FILL = """
+INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, routed_agents,
+                        response, trace_id, attempts, latency_ms, payload_hash, created_at,
+                        updated_at)
+SELECT 'fill-' || g, 'sender-' || (g %% 50000),
+       (ARRAY['policy_question', 'urgent', 'billing', 'general'])[1 + g %% 4],
+       CASE WHEN g %% 100 = 0 THEN 'partial' ELSE 'delivered' END, 'all',
+       jsonb_build_object('message', 'help me understand the policy on shared accounts',
+                          'ref', 'fill-' || g, 'pad', repeat('x', 120 + g %% 200)),
+       NULL, '["bench"]',
+       jsonb_build_array(jsonb_build_object('agent', 'bench', 'ok', g %% 100 <> 0,
+         'status_code', CASE WHEN g %% 100 = 0 THEN 503 ELSE 200 END, 'attempts', 1,
+         'latency_ms', 1.2, 'response', jsonb_build_object('received', g), 'error', NULL)),
+       md5(g::text), 1, 3.4, md5(g::text),
+       now() - (g %% 1209600) * interval '1 second', now() - (g %% 1209600) * interval '1 second'
+FROM generate_series(%(start)s, %(stop)s) AS g
+"""
+FILL_DLQ = """
+INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, trace_id, last_error, status,
+                 created_at)
+SELECT log_id, sender_id, kind, '["bench"]', 'all', payload, payload_hash, 'bench: HTTP 503',
+       'resolved', created_at
+FROM signal_log WHERE status = 'partial' AND log_id LIKE 'fill-%%'
+"""
+SIZES = """
+SELECT pg_table_size('signal_log'), pg_indexes_size('signal_log'),
+       pg_total_relation_size('dlq'), (SELECT count(*) FROM signal_log)
+"""
+
+
+def _sizes(url: str) -> tuple[int, int, int, int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(SIZES).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def _wal(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    before = _sizes(stack.database_url)
+    wal_before = _wal(stack.database_url)
+    router = stack.router()
+    try:
+        phase: Phase = _router_phase(router, args.connections, args.seconds, 2.0)
+    finally:
+        router.stop()
+    after = _sizes(stack.database_url)
+    signals = after[3] - before[3]
+    return {
+        "rows_before": before[3],
+        "cpu_us_per_signal": round(phase["cpu_us_per_signal"], 1),
+        "rps": phase["rps"],
+        "p50_ms": phase["p50_ms"],
+        "p99_ms": phase["p99_ms"],
+        "signals": signals,
+        "heap_bytes_per_signal": round((after[0] - before[0]) / max(signals, 1)),
+        "index_bytes_per_signal": round((after[1] - before[1]) / max(signals, 1)),
+        "wal_bytes_per_signal": round((_wal(stack.database_url) - wal_before) / max(signals, 1)),
+    }
+
+
+def _fill(url: str, rows: int) -> float:
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for start in range(1, rows + 1, 500_000):
+            stop = min(rows, start + 499_999)
+            conn.execute(FILL, {"start": start, "stop": stop})
+            print(f"  filled {stop:,} rows", file=sys.stderr, flush=True)
+        conn.execute(FILL_DLQ)
+        conn.execute("VACUUM ANALYZE signal_log")
+        conn.execute("VACUUM ANALYZE dlq")
+    return time.monotonic() - started
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure on an empty log, fill it, measure again; print the comparison."""
+    parser = argparse.ArgumentParser(prog="python -m benches.bench_growth", description=__doc__)
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args(argv)
+    with e2e_stack() as stack:
+        empty = _measure(stack, args)
+        fill_s = _fill(stack.database_url, args.rows)
+        table, indexes, dlq, count = _sizes(stack.database_url)
+        full = _measure(stack, args)
+    print(
+        f"filled {args.rows:,} rows in {fill_s:.0f} s: signal_log {table / 2**30:.2f} GiB heap"
+        f" + {indexes / 2**30:.2f} GiB indexes ({(table + indexes) / count:.0f} B a row), dlq"
+        f" {dlq / 2**20:.0f} MiB"
+    )
+    keys = ("cpu_us_per_signal", "rps", "p50_ms", "p99_ms", "heap_bytes_per_signal",
+            "index_bytes_per_signal", "wal_bytes_per_signal")  # fmt: skip
+    print(f"{'':26}{'empty log':>14}{f'{count:,} rows':>16}{'full / empty':>14}")
+    for key in keys:
+        a, b = empty[key], full[key]
+        print(f"{key:26}{a:>14,}{b:>16,}{(b / a if a else float('nan')):>13.2f}x")
+    print(json.dumps({"empty": empty, "full": full}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
