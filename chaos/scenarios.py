@@ -15,6 +15,7 @@ from typing import LiteralString
 
 import psycopg
 
+from chaos.balancer import Balancer
 from chaos.cluster import Cluster
 from chaos.history import Verdict, check, deliveries_of
 from chaos.load import Sent, run_load
@@ -87,6 +88,8 @@ class Stage:
         migrate(self.database_url, self.routes)
         self.port = free_port()
         self.router: Router | None = None
+        # What else the scenario started (more routers, a balancer), stopped at close.
+        self.cleanups: list[Callable[[], None]] = []
 
     @property
     def base(self) -> str:
@@ -119,6 +122,8 @@ class Stage:
         return check(self.database_url, signals, deliveries, database_faulted=database_faulted)
 
     def close(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            cleanup()
         if self.router is not None:
             self.router.stop()
         for agent in self.agents.values():
@@ -256,6 +261,42 @@ async def sigkill(stage: Stage, scale: Scale) -> list[Sent]:
     return signals
 
 
+async def many_routers(stage: Stage, scale: Scale) -> list[Sent]:
+    """Three routers behind Debian's nginx and two replayers running all along, agents failing
+    a share of attempts; one router SIGKILLed halfway and never restarted."""
+    for agent in stage.agents.values():
+        behave(agent, latency_ms=150, fail_rate=0.15)
+    routers = [Router(stage.database_url, stage.routes, stage.log) for _ in range(3)]
+    for router in routers[1:]:
+        stage.cleanups.append(router.stop)
+    balancer = Balancer(stage.port, [r.port for r in routers])
+    stage.cleanups.append(balancer.stop)
+    stage.router = routers[0]
+    loading = True
+
+    async def replayer() -> None:
+        while loading:
+            await asyncio.to_thread(replay_dlq, stage.database_url, stage.routes)
+            await asyncio.sleep(0.3)
+
+    async def kill_one() -> None:
+        routers[0].signal(signal.SIGKILL)
+        await asyncio.to_thread(routers[0].wait)
+        stage.router = routers[1]  # the survivors serve the recovery and the check
+
+    async def load() -> list[Sent]:
+        nonlocal loading
+        try:
+            return await run_load(stage.base, stage.name, rate=scale.rate, seconds=scale.seconds)
+        finally:
+            loading = False
+
+    signals, *_ = await asyncio.gather(
+        load(), replayer(), replayer(), at(scale.seconds / 2, kill_one)
+    )
+    return signals
+
+
 Scenario = Callable[[Stage, Scale], Awaitable[list[Sent]]]
 # The scenarios that make PostgreSQL fail; in the others an outcome must always commit.
 DATABASE_FAULTS = frozenset({"pg_crash", "stall_lock", "slow_claim"})
@@ -266,4 +307,5 @@ SCENARIOS: dict[str, Scenario] = {
     "replay_starvation": replay_starvation,
     "sigterm_drain": sigterm_drain,
     "sigkill": sigkill,
+    "many_routers": many_routers,
 }
