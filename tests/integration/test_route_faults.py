@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -189,12 +190,13 @@ async def test_idempotency_holds_across_router_processes(
         for base, proc in zip(bases, procs, strict=True):
             await asyncio.to_thread(wait_http, f"{base}/health/ready", proc)
 
-        async def post(session: aiohttp.ClientSession, base: str, log_id: str) -> int:
+        async def post(session: aiohttp.ClientSession, base: str, log_id: str) -> str:
             body = signal_body("solo", log_id=log_id)
             async with session.post(
                 f"{base}/route", json=body, headers={"X-API-Key": API_KEY}
             ) as resp:
-                return resp.status
+                answer = await resp.json()
+                return f"503 {answer['error']['code']}" if resp.status == 503 else str(resp.status)
 
         async with aiohttp.ClientSession() as session:
             statuses = await asyncio.gather(
@@ -204,5 +206,8 @@ async def test_idempotency_holds_across_router_processes(
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=20)
-    assert set(statuses) <= {200, 409}
+    # A claim slower than its budget on a loaded machine is answered 503 database_unavailable,
+    # which promises nothing was dispatched (the caller retries); nothing else may appear.
+    assert set(statuses) <= {"200", "409", "503 database_unavailable"}, Counter(statuses)
+    assert statuses.count("200") >= 5, Counter(statuses)
     assert fresh_agents["alpha"].stats()["keys"] == {f"multi-{i}": 1 for i in range(5)}
