@@ -87,10 +87,15 @@ class AutoReplay:
                 await task
 
     async def _probe(self, agent: AgentConfig) -> None:
-        # The breaker lets one attempt through once open_ms has passed: this replay is it.
-        await asyncio.sleep(agent.breaker_open_ms / 1000)
         replayer = Replayer(self._pool, self._dispatcher, self._table, max_replays=None)
-        await self._run(agent, replayer, limit=1)
+        while True:
+            # The breaker lets one attempt through once open_ms has passed: this replay is it.
+            await asyncio.sleep(agent.breaker_open_ms / 1000)
+            result = await self._run(agent, replayer, limit=1)
+            # A failed probe reopens the breaker while this task still runs, so the listener
+            # starts no new one: this loop is the next probe. Nothing pending: nothing to probe.
+            if result is not None and not result.failed:
+                return
 
     async def _drain(self, agent: AgentConfig) -> None:
         batch = min(BATCH_SIZE, agent.concurrency)
@@ -105,7 +110,10 @@ class AutoReplay:
         )
         await self._run(agent, replayer, limit=None)
 
-    async def _run(self, agent: AgentConfig, replayer: Replayer, *, limit: int | None) -> None:
+    async def _run(
+        self, agent: AgentConfig, replayer: Replayer, *, limit: int | None
+    ) -> ReplayResult | None:
+        """Replay the agent's pending entries; None when the store failed."""
         counter = self._metrics.auto_replayed.labels(agent.name)
         counted = 0
 
@@ -120,6 +128,7 @@ class AutoReplay:
             )
         except StoreError as exc:
             log.warning("auto_replay_failed", agent=agent.name, error=str(exc))
-            return
+            return None
         if result.replayed:
             log.info("auto_replayed", agent=agent.name, probe=limit == 1, **result.counts())
+        return result

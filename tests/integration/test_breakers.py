@@ -158,6 +158,36 @@ async def _hang_then_recover(database_url: str, routes: Path, alpha: AgentProces
         assert (await router.get("/health/ready", key=None))[1]["open_breakers"] == []
 
 
+async def test_probes_repeat_until_the_agent_is_back(
+    database_url: str, tmp_path: Path, fresh_agents: dict[str, AgentProcess]
+) -> None:
+    """An agent down through several probe rounds: each failed probe schedules the next, so
+    the backlog drains once it is back though no new signal ever arrives for it."""
+    alpha = fresh_agents["alpha"]
+    routes = table(tmp_path / "routes.toml", fresh_agents, failures=1)
+    alpha.behave(status=503)
+    async with start_router(database_url, routes) as router:
+        for n in range(5):
+            assert (await router.route(signal("solo", n)))[0] == 202
+
+        async def probes() -> int:
+            return len([r for r in alpha.requests() if r["replay"]])
+
+        async def three_failed_probes() -> bool:
+            return await probes() >= 3
+
+        await wait_for(three_failed_probes)  # open_ms is 600 ms: about 2 s
+        assert router.query("SELECT count(*) FROM dlq WHERE status = 'pending'") == [(5,)]
+        alpha.behave(status=None)
+
+        async def drained() -> bool:
+            return router.query("SELECT count(*) FROM dlq WHERE status = 'pending'") == [(0,)]
+
+        await wait_for(drained)
+        delivered = [r for r in alpha.requests() if r["replay"] and r["status"] == 200]
+        assert sorted(r["idempotency_key"] for r in delivered) == [f"solo-{n}" for n in range(5)]
+
+
 async def test_two_routers_auto_replay_each_entry_once(
     database_url: str, tmp_path: Path, fresh_agents: dict[str, AgentProcess]
 ) -> None:
