@@ -14,16 +14,19 @@ the same process size.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from benches.measure import Phase, _router_phase
 from benches.stack import Stack, e2e_stack
+from router.store import partitions
 
 FILL = """
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, routed_agents,
@@ -44,15 +47,21 @@ FROM generate_series(%(start)s, %(stop)s) AS g
 """
 FILL_DLQ = """
 INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, trace_id, last_error, status,
-                 created_at)
+                 created_at, closed_at)
 SELECT log_id, sender_id, kind, '["bench"]', 'all', payload, payload_hash, 'bench: HTTP 503',
-       'resolved', created_at
+       'resolved', created_at, created_at
 FROM signal_log WHERE status = 'partial' AND log_id LIKE 'fill-%%'
 """
+# The tables are partitioned: their sizes are the sums over their leaf partitions.
 SIZES = """
-SELECT pg_table_size('signal_log'), pg_indexes_size('signal_log'),
-       pg_total_relation_size('dlq'), (SELECT count(*) FROM signal_log)
+SELECT (SELECT sum(pg_table_size(relid)) FROM pg_partition_tree('signal_log')),
+       (SELECT sum(pg_indexes_size(relid)) FROM pg_partition_tree('signal_log')),
+       (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('dlq')),
+       (SELECT count(*) FROM signal_log)
 """
+# The fill's rows reach 14 days back: partitions for those days (a live router makes only
+# today's and the days ahead).
+FILL_DAYS = 15
 
 
 def _sizes(url: str) -> tuple[int, int, int, int]:
@@ -92,8 +101,17 @@ def _measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def _past_partitions(url: str) -> None:
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in range(FILL_DAYS, 0, -1)]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for parent in partitions.PARENTS:
+            await partitions.create_days(conn, parent, days)
+
+
 def _fill(url: str, rows: int) -> float:
     started = time.monotonic()
+    asyncio.run(_past_partitions(url))
     with psycopg.connect(url, autocommit=True) as conn:
         for start in range(1, rows + 1, 500_000):
             stop = min(rows, start + 499_999)

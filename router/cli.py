@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--reload", action="store_true", help="restart on code changes (make dev)")
     sub.add_parser("migrate", help="alembic upgrade head against DATABASE_URL (or embedded)")
     sub.add_parser(
+        "maintain",
+        help="create the coming days' partitions, drop those past LOG_RETENTION (JSON summary)",
+    )
+    sub.add_parser(
         "db-stop", help="stop the embedded PostgreSQL that make dev and make test leave running"
     )
     check = sub.add_parser("check-routes", help="validate a routing table file")
@@ -66,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if ns.command == "db-stop":
         return _db_stop(settings)
+    if ns.command == "maintain":
+        return _maintain(settings)
     return _serve(settings, ns.host, ns.port, ns.workers, ns.reload)
 
 
@@ -84,6 +90,24 @@ def _migrate(settings: Settings) -> int:
         print(f"router migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print("router migrate: database is at head", file=sys.stderr)
+    return 0
+
+
+def _maintain(settings: Settings) -> int:
+    import asyncio
+    import dataclasses
+
+    import orjson
+
+    from router.store.errors import StoreError
+    from router.store.partitions import maintain
+
+    try:
+        done = asyncio.run(maintain(_database_url(settings), retention=settings.log_retention))
+    except StoreError as exc:
+        print(f"router maintain: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(dataclasses.asdict(done)).decode())
     return 0
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from psycopg_pool import AsyncConnectionPool
@@ -22,6 +24,7 @@ from router.rate_limit import SenderLimiter
 from router.routing import RoutingTable
 from router.settings import Settings
 from router.stats import LatencyStats, StatsFlusher
+from router.store.partitions import keep_partitions
 from router.store.pool import DatabaseClock, open_pool
 from router.store.recovery import run_maintenance
 from router.store.writer import GroupCommitWriter
@@ -143,11 +146,14 @@ async def open_runtime(config: AppConfig) -> Runtime:
         stats=latency_stats,
     )
     maintenance = asyncio.create_task(
-        run_maintenance(
-            pool,
-            metrics,
-            interval_s=settings.sweep_interval_s,
-            backlog_changed=writer.dead_letters_written,
+        _all(
+            run_maintenance(
+                pool,
+                metrics,
+                interval_s=settings.sweep_interval_s,
+                backlog_changed=writer.dead_letters_written,
+            ),
+            keep_partitions(url, retention=settings.log_retention),
         ),
         name="maintenance",
     )
@@ -168,3 +174,8 @@ async def open_runtime(config: AppConfig) -> Runtime:
         maintenance=maintenance,
         stats=stats,
     )
+
+
+async def _all(*jobs: Coroutine[Any, Any, None]) -> None:
+    """Run periodic jobs as one task: cancelling it stops them all."""
+    await asyncio.gather(*jobs)

@@ -42,6 +42,9 @@ class Settings:
     shutdown_grace_s: float | None = None
     # SENDER_RATE_LIMIT / SENDER_RATE_BURST; None: senders are not limited.
     sender_rate_limit: RateLimit | None = None
+    # Log rows and closed DLQ entries older than this go with their daily partition; a log_id
+    # is deduplicated at least this long.
+    log_retention: timedelta = timedelta(days=14)
     # latency_stats rows older than this are deleted; each process adds its counts this often.
     stats_retention: timedelta = timedelta(days=30)
     stats_flush_s: float = 60.0
@@ -75,6 +78,7 @@ class Settings:
             outcome_timeout_s=_int(env, "OUTCOME_TIMEOUT_MS", 10_000, minimum=100) / 1000,
             shutdown_grace_s=_optional_float(env, "SHUTDOWN_GRACE_S", minimum=0.0),
             sender_rate_limit=_rate_limit(env),
+            log_retention=_duration(env, "LOG_RETENTION", timedelta(days=14)),
             stats_retention=_duration(env, "STATS_RETENTION", timedelta(days=30)),
             stats_flush_s=_optional_float(env, "STATS_FLUSH_S", minimum=0.05) or 60.0,
         ).validated()

@@ -3,9 +3,11 @@ cloned from a migrated template, real agent processes, and the router on real HT
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -15,6 +17,7 @@ import pytest_asyncio
 from router import migrate
 from router.embedded_db import embedded_database_url
 from router.settings import normalize_database_url
+from router.store import partitions
 from tests.support import (
     AgentProcess,
     RouterServer,
@@ -25,6 +28,7 @@ from tests.support import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+SEEDED_SINCE = date(2026, 11, 1)
 
 
 @pytest.fixture(scope="session")
@@ -36,13 +40,25 @@ def server_url() -> str:
     return embedded_database_url(ROOT / ".router" / "test")
 
 
+async def make_past_partitions(url: str) -> None:
+    """Tests seed rows dated since 2026-11-01: partitions for those days (a live database
+    gets its rows on today's partition, made ahead by maintenance)."""
+    today = datetime.now(UTC).date()
+    days = [SEEDED_SINCE + timedelta(days=i) for i in range((today - SEEDED_SINCE).days)]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for parent in partitions.PARENTS:
+            await partitions.create_days(conn, parent, days)
+
+
 @pytest.fixture(scope="session")
 def template_db(server_url: str) -> Iterator[str]:
     """A database migrated to head, cloned by every test that needs one."""
     name = f"router_tmpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    migrate.upgrade(with_database(server_url, name))
+    url = with_database(server_url, name)
+    migrate.upgrade(url)
+    asyncio.run(make_past_partitions(url))
     yield name
     _drop(server_url, name)
 

@@ -136,7 +136,7 @@ async def discard(pool: AsyncConnectionPool, entry_id: int) -> DlqEntry | None:
     async with connection(pool) as conn:
         try:
             async with conn.transaction():
-                rows = await _entries(conn, "dlq_one_for_discard", {"id": entry_id})
+                rows = await _entries_moving(conn, "dlq_one_for_discard", {"id": entry_id})
                 if not rows:
                     return None
                 entry = rows[0]
@@ -227,7 +227,7 @@ async def _claim(
             "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
             (f"{int(hold_s * 1000)}ms",),
         )
-        entries = await _entries(conn, name, params)
+        entries = await _entries_moving(conn, name, params)
         signals: dict[str, SignalRow] = {}
         if entries:
             async with conn.cursor() as cur:
@@ -254,6 +254,27 @@ def _round_params(
         "after_created_at": after_at,
         "after_id": after_id,
     }
+
+
+# Closing an entry moves its row to another partition. A statement that read the row before
+# that commit and then locks it fails with a serialization error (PostgreSQL cannot follow a
+# row across partitions); run again, it sees the entry where it now is.
+MOVED_RETRIES = 3
+
+
+async def _entries_moving(
+    conn: AsyncConnection, name: str, params: dict[str, Any]
+) -> list[DlqEntry]:
+    """_entries for a locking statement, inside a transaction: run again (each try in its own
+    savepoint) when a concurrent close moved a row it was about to lock."""
+    for attempt in range(MOVED_RETRIES):
+        try:
+            async with conn.transaction():
+                return await _entries(conn, name, params)
+        except psycopg.errors.SerializationFailure:
+            if attempt == MOVED_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _entries(conn: AsyncConnection, name: str, params: dict[str, Any]) -> list[DlqEntry]:

@@ -14,6 +14,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -60,6 +61,8 @@ class Claim:
     expires_in_s: float
     # Seconds, database clock; set by the writer from how long the caller will wait.
     valid_before: float = 0.0
+    # Set when the claim wins: the row's partition key, which its outcome names.
+    created_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -290,21 +293,16 @@ class GroupCommitWriter:
         return self._outcomes.submit(outcome, retry_for_s=retry_for_s)
 
     async def _flush_claims(self, batch: list[_Item[Claim, ExistingSignal | None]]) -> None:
-        first: list[Claim] = []
-        batch_ids: set[str] = set()
-        for item in batch:
-            # Only a log_id's first claim in the batch is inserted; later ones lost already.
-            if item.work.log_id not in batch_ids:
-                batch_ids.add(item.work.log_id)
-                first.append(item.work)
+        # Only a log_id's first claim in the batch is inserted; later ones lost already.
+        first = _first_per_log_id([item.work for item in batch], lambda claim: claim.log_id)
         async with connection(self._claim_pool) as conn:
             cur = await conn.execute(query("claim_signals"), {"rows": orjson.dumps(first).decode()})
-            won = {row[0] for row in await cur.fetchall()}
+            won: dict[str, datetime] = {row[0]: row[1] for row in await cur.fetchall()}
         winners: list[_Item[Claim, ExistingSignal | None]] = []
         losers: list[_Item[Claim, ExistingSignal | None]] = []
         for item in batch:
-            if item.work.log_id in won:
-                won.discard(item.work.log_id)
+            if (created_at := won.pop(item.work.log_id, None)) is not None:
+                item.work.created_at = created_at
                 winners.append(item)
             else:
                 losers.append(item)
@@ -349,12 +347,7 @@ class GroupCommitWriter:
     async def _flush_outcomes(self, batch: list[_Item[Outcome, Recorded]]) -> None:
         # One row per log_id in a statement (ON CONFLICT cannot touch a row twice); a second
         # outcome of one claim is a bug, and the first one written wins.
-        seen: set[str] = set()
-        rows: list[Outcome] = []
-        for item in batch:
-            if item.work.claim.log_id not in seen:
-                seen.add(item.work.claim.log_id)
-                rows.append(item.work)
+        rows = _first_per_log_id([item.work for item in batch], lambda o: o.claim.log_id)
         async with connection(self._pool) as conn:
             cur = await conn.execute(query("finish_signals"), {"rows": orjson.dumps(rows).decode()})
             written = {row[0]: bool(row[1]) for row in await cur.fetchall()}
@@ -389,6 +382,18 @@ async def fetch_existing(
         )
         for r in rows
     }
+
+
+T = TypeVar("T")
+
+
+def _first_per_log_id(works: list[T], log_id: Callable[[T], str]) -> list[T]:
+    """The first of each log_id, sorted by log_id: every statement that locks log_ids
+    (lock_log_id) then takes its locks in one order, so two batches cannot deadlock."""
+    first: dict[str, T] = {}
+    for work in works:
+        first.setdefault(log_id(work), work)
+    return [first[key] for key in sorted(first)]
 
 
 def _fail(batch: list[_Item[W, R]], exc: Exception) -> None:

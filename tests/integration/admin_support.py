@@ -56,9 +56,10 @@ def seed_dead_letters(
         )
         rows = conn.execute(
             "INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, metadata,"
-            " event_time, trace_id, last_error, attempts, status)"
+            " event_time, trace_id, last_error, attempts, status, closed_at)"
             " SELECT log_id, sender_id, kind, routed_agents, mode, payload, metadata, event_time,"
-            " trace_id, 'seeded', 3, %(status)s FROM signal_log"
+            " trace_id, 'seeded', 3, %(status)s, CASE WHEN %(status)s IN ('resolved', 'discarded')"
+            " THEN now() END FROM signal_log"
             " WHERE log_id LIKE %(prefix)s || '-%%' ORDER BY (split_part(log_id, '-', 2))::int"
             " RETURNING id",
             {"prefix": prefix, "status": status},

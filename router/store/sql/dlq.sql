@@ -97,7 +97,8 @@ SELECT clock_timestamp()
 SELECT id, status FROM dlq WHERE id = ANY(%(ids)s::bigint[])
 
 -- name: dlq_discard
-UPDATE dlq SET status = 'discarded' WHERE id = %(id)s
+-- Closing an entry moves it from dlq_open to the day's closed partition (retention's unit).
+UPDATE dlq SET status = 'discarded', closed_at = clock_timestamp() WHERE id = %(id)s
 
 -- name: dlq_signal_rows
 SELECT log_id, status, response, updated_at FROM signal_log
@@ -105,10 +106,12 @@ WHERE log_id = ANY(%(log_ids)s::text[])
 
 -- name: dlq_settle
 -- last_attempt_at is the wall clock at settle time, not the transaction's start: a round
--- that began while this batch was being dispatched must see the entry as attempted.
+-- that began while this batch was being dispatched must see the entry as attempted. A
+-- resolved entry moves from dlq_open to the day's closed partition (retention's unit).
 UPDATE dlq AS d
 SET status = u.status, agents = u.agents::jsonb, last_error = u.last_error,
-    attempts = u.attempts, replay_count = u.replay_count, last_attempt_at = clock_timestamp()
+    attempts = u.attempts, replay_count = u.replay_count, last_attempt_at = clock_timestamp(),
+    closed_at = CASE WHEN u.status IN ('resolved', 'discarded') THEN clock_timestamp() END
 FROM unnest(%(id)s::bigint[], %(status)s::text[], %(agents)s::text[], %(last_error)s::text[],
             %(attempts)s::int[], %(replay_count)s::int[])
      AS u(id, status, agents, last_error, attempts, replay_count)

@@ -4,9 +4,13 @@
 -- name: claim_signals
 -- The claim is the signal's record, written before any agent hears of it. One statement
 -- claims a whole batch, its rows sent as one JSON array (one parameter to encode, not one
--- per column); a row that loses ON CONFLICT is not returned. A row is inserted only while
--- its waiter still waits (`valid_before`, on the database's clock): a claim held up by a
--- stall can never land after its caller was told 503, nothing dispatched.
+-- per column); a claim whose log_id any partition holds already is not inserted and not
+-- returned. lock_log_id (migration 0004) locks each log_id for the transaction and looks it
+-- up on a fresh snapshot, so two routers claiming one log_id across a partition boundary
+-- (midnight) still leave one row; the writer sends the batch sorted by log_id, so two
+-- batches take their locks in one order. A row is inserted only while its waiter still
+-- waits (`valid_before`, on the database's clock): a claim held up by a stall can never
+-- land after its caller was told 503, nothing dispatched.
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, event_time,
                         routed_agents, trace_id, payload_hash, claim_token, claim_expires_at)
 SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata,
@@ -16,9 +20,9 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS u(log_id text, sender_id text, kind text, mode text, payload jsonb, metadata jsonb,
           event_time text, routed_agents jsonb, trace_id text, payload_hash text,
           claim_token text, expires_in_s float8, valid_before float8)
-WHERE clock_timestamp() < to_timestamp(u.valid_before)
-ON CONFLICT (log_id) DO NOTHING
-RETURNING log_id
+WHERE clock_timestamp() < to_timestamp(u.valid_before) AND lock_log_id(u.log_id) IS NULL
+ON CONFLICT DO NOTHING
+RETURNING log_id, created_at
 
 -- name: void_claims
 -- Claims that committed after their waiter had given up (it answered 503): nothing was
@@ -41,6 +45,9 @@ WHERE log_id = ANY(%(log_ids)s::text[])
 -- compare-and-set: still this request's claim (its token) and still in flight, so nothing
 -- the sweeper or another request did is ever overwritten. A DLQ entry is written for each
 -- written outcome with failed agents. The result says, per log_id, what was written.
+-- The claim's created_at names its partition; a row is inserted only when no partition holds
+-- the log_id (lock_log_id, as in claim_signals), so a lost claim taken over meanwhile by
+-- another request is never doubled.
 WITH u AS (
     SELECT c.*, o.status, o.response, o.attempts, o.latency_ms, o.dl_agents, o.dl_last_error,
            o.dl_attempts
@@ -50,15 +57,17 @@ WITH u AS (
          jsonb_to_record(o.claim)
          AS c(log_id text, sender_id text, kind text, mode text, payload jsonb,
               metadata jsonb, event_time text, routed_agents jsonb, trace_id text,
-              payload_hash text, claim_token text)
+              payload_hash text, claim_token text, created_at timestamptz)
 ), finished AS (
     INSERT INTO signal_log AS s (log_id, sender_id, kind, status, mode, payload, metadata,
                                  event_time, routed_agents, trace_id, payload_hash,
-                                 claim_token, response, attempts, latency_ms)
+                                 claim_token, response, attempts, latency_ms, created_at)
     SELECT log_id, sender_id, kind, status, mode, payload, metadata, event_time,
-           routed_agents, trace_id, payload_hash, claim_token, response, attempts, latency_ms
+           routed_agents, trace_id, payload_hash, claim_token, response, attempts, latency_ms,
+           created_at
     FROM u
-    ON CONFLICT (log_id) DO UPDATE
+    WHERE coalesce(lock_log_id(log_id) = created_at, true)
+    ON CONFLICT (log_id, created_at) DO UPDATE
     SET status = excluded.status, response = excluded.response,
         attempts = excluded.attempts, latency_ms = excluded.latency_ms,
         claim_expires_at = NULL, updated_at = now()
@@ -68,7 +77,7 @@ WITH u AS (
       AND (s.status = 'in_flight' OR s.status = excluded.status)
     RETURNING s.log_id
 ), lettered AS (
-    INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, metadata, event_time,
+    INSERT INTO dlq_open (log_id, sender_id, kind, agents, mode, payload, metadata, event_time,
                      trace_id, last_error, attempts)
     SELECT u.log_id, u.sender_id, u.kind, u.dl_agents, u.mode, u.payload, u.metadata,
            u.event_time, u.trace_id, u.dl_last_error, u.dl_attempts
@@ -84,7 +93,7 @@ FROM finished AS f LEFT JOIN lettered AS l USING (log_id)
 -- Claims whose router died before their outcome was recorded go to the DLQ as interrupted,
 -- so a replay re-delivers them with the same Idempotency-Key.
 WITH expired AS (
-    SELECT log_id FROM signal_log
+    SELECT log_id, created_at FROM signal_log
     WHERE status = 'in_flight' AND claim_expires_at < now()
     ORDER BY claim_expires_at
     LIMIT %(limit)s
@@ -93,12 +102,12 @@ WITH expired AS (
     UPDATE signal_log AS s
     SET status = 'interrupted', claim_expires_at = NULL, updated_at = now()
     FROM expired
-    WHERE s.log_id = expired.log_id
+    WHERE s.log_id = expired.log_id AND s.created_at = expired.created_at
     RETURNING s.log_id, s.sender_id, s.kind, s.routed_agents, s.mode, s.payload, s.metadata,
               s.event_time, s.trace_id
 )
-INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, metadata, event_time, trace_id,
-                 last_error, attempts)
+INSERT INTO dlq_open (log_id, sender_id, kind, agents, mode, payload, metadata, event_time,
+                      trace_id, last_error, attempts)
 SELECT log_id, sender_id, kind, routed_agents, mode, payload, metadata, event_time, trace_id,
        'interrupted: the router stopped before this signal''s outcome was recorded; '
        'a replay delivers it again with the same Idempotency-Key', 0
