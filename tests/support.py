@@ -286,6 +286,32 @@ def router_env(database_url: str, routes_file: Path, **extra: str) -> dict[str, 
     return env
 
 
+@contextlib.asynccontextmanager
+async def router_processes(env: Mapping[str, str], count: int) -> AsyncIterator[list[str]]:
+    """`count` `router serve` subprocesses on free ports, each ready; their base URLs."""
+    procs: list[subprocess.Popen[bytes]] = []
+    bases: list[str] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "router", "serve", "--port", str(port)],
+                    cwd=ROOT,
+                    env=dict(env),
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+        for base, proc in zip(bases, procs, strict=True):
+            await asyncio.to_thread(wait_http, f"{base}/health/ready", proc)
+        yield bases
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
 def socket_target(server_url: str) -> tuple[str, int] | str:
     """Where the PostgreSQL of `server_url` listens: (host, port) or a unix socket path."""
     parts = urlsplit(server_url)

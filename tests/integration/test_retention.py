@@ -20,9 +20,8 @@ from tests.support import (
     API_KEY,
     ROOT,
     AgentProcess,
-    free_port,
     router_env,
-    wait_http,
+    router_processes,
     with_database,
 )
 
@@ -180,22 +179,7 @@ async def test_a_log_id_straddling_midnight_is_claimed_once_by_two_routers(
             )
     fresh_agents["alpha"].behave(latency_ms=5)
     env = router_env(database_url, routes_file)
-    procs: list[subprocess.Popen[bytes]] = []
-    bases: list[str] = []
-    try:
-        for _ in range(2):
-            port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "router", "serve", "--port", str(port)],
-                    cwd=ROOT,
-                    env=env,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            bases.append(f"http://127.0.0.1:{port}")
-        for base, proc in zip(bases, procs, strict=True):
-            await asyncio.to_thread(wait_http, f"{base}/health/ready", proc)
+    async with router_processes(env, 2) as bases:
 
         async def post(session: aiohttp.ClientSession, base: str, log_id: str) -> str:
             body = {"sender_id": "user_1", "payload": {"message": "solo"}, "log_id": log_id}
@@ -217,10 +201,6 @@ async def test_a_log_id_straddling_midnight_is_claimed_once_by_two_routers(
                     answers.append(asyncio.create_task(post(session, bases[i % 2], ids[i - 20])))
                 await asyncio.sleep(0.05)
             statuses = await asyncio.gather(*answers)
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=20)
     # 409: the same log_id still in flight on the other router (the contract's answer).
     assert set(statuses) <= {"200", "409", "503 database_unavailable"}, Counter(statuses)
     with psycopg.connect(database_url, autocommit=True) as conn:

@@ -23,6 +23,7 @@ from tests.support import (
     TcpProxy,
     free_port,
     router_env,
+    router_processes,
     socket_target,
     start_router,
     wait_http,
@@ -173,22 +174,7 @@ async def test_idempotency_holds_across_router_processes(
     between them: each log_id reaches the agent exactly once."""
     fresh_agents["alpha"].behave(latency_ms=30)
     env = router_env(database_url, routes_file)
-    procs: list[subprocess.Popen[bytes]] = []
-    bases: list[str] = []
-    try:
-        for _ in range(2):
-            port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "router", "serve", "--port", str(port)],
-                    cwd=ROOT,
-                    env=env,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            bases.append(f"http://127.0.0.1:{port}")
-        for base, proc in zip(bases, procs, strict=True):
-            await asyncio.to_thread(wait_http, f"{base}/health/ready", proc)
+    async with router_processes(env, 2) as bases:
 
         async def post(session: aiohttp.ClientSession, base: str, log_id: str) -> str:
             body = signal_body("solo", log_id=log_id)
@@ -202,10 +188,6 @@ async def test_idempotency_holds_across_router_processes(
             statuses = await asyncio.gather(
                 *(post(session, bases[i % 2], f"multi-{i % 5}") for i in range(200))
             )
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=20)
     # A claim slower than its budget on a loaded machine is answered 503 database_unavailable,
     # which promises nothing was dispatched (the caller retries); nothing else may appear.
     assert set(statuses) <= {"200", "409", "503 database_unavailable"}, Counter(statuses)
