@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benches.measure import PROFILES, measure
-from benches.stack import e2e_stack
+from benches.stack import Stack, e2e_stack
 
 GATE_FILE = Path(__file__).with_name("gate.toml")
 
@@ -133,14 +133,29 @@ def evaluate(
     return not failed, f"{report}\n{verdict}"
 
 
-def run_gate(profile: str, *, slow_us: int, enforce_targets: bool) -> tuple[bool, dict[str, Any]]:
-    """Measure once and judge; prints the report."""
-    thresholds = load_thresholds()
-    with e2e_stack() as stack:
+def judged(
+    stack: Stack, profile: str, thresholds: Mapping[str, Any], *, slow_us: int, enforce: bool
+) -> tuple[bool, dict[str, Any]]:
+    """Measure and judge; a FAIL stands only when a second measurement fails too."""
+    # One sample on a shared CI machine can land in a burst of someone else's load (a clean
+    # clone measured 1,429 signals/s against ~3,000 here, and a floor ratio over its bound,
+    # on a commit that changed only tests). A real regression fails both samples; a noise
+    # spike rarely does twice in a row, so the gate confirms before it goes red.
+    for attempt in (1, 2):
         result = measure(stack, PROFILES[profile], slow_us=slow_us)
-    ok, report = evaluate(result, thresholds, enforce_targets=enforce_targets)
-    print(report, flush=True)
+        ok, report = evaluate(result, thresholds, enforce_targets=enforce)
+        print(report, "\n", flush=True)
+        if ok:
+            break
+        if attempt == 1:
+            print("measuring again to confirm the FAIL\n", flush=True)
     return ok, result
+
+
+def run_gate(profile: str, *, slow_us: int, enforce_targets: bool) -> tuple[bool, dict[str, Any]]:
+    """Measure and judge; prints the report."""
+    with e2e_stack() as stack:
+        return judged(stack, profile, load_thresholds(), slow_us=slow_us, enforce=enforce_targets)
 
 
 def self_test(profile: str) -> tuple[bool, list[dict[str, Any]]]:
@@ -151,9 +166,7 @@ def self_test(profile: str) -> tuple[bool, list[dict[str, Any]]]:
     verdicts = []
     with e2e_stack() as stack:
         for slow in (0, slow_us):
-            result = measure(stack, PROFILES[profile], slow_us=slow)
-            ok, report = evaluate(result, thresholds, enforce_targets=False)
-            print(report, "\n", flush=True)
+            ok, result = judged(stack, profile, thresholds, slow_us=slow, enforce=False)
             results.append(result)
             verdicts.append(ok)
     caught = verdicts == [True, False]
