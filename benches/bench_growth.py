@@ -1,21 +1,22 @@
 """Cost as the log grows: the same load on an empty signal_log and on one of N rows.
 
-#     python -m benches.bench_growth [--rows 5000000] [--seconds 15] [--connections 32]
+#     python -m benches.bench_growth [--rows 5000000] [--seconds 10] [--rounds 3]
 
-One stack (benches.stack: a migrated database of its own, the bench agent, the router), driven
-by benches.driver before and after the log is filled with realistic rows (the mix's payload
-sizes, agents' responses, 1 % partial with a DLQ entry, spread over the last 14 days, as
-INSERT … SELECT generate_series: minutes, not hours). Reports router CPU per signal, signals/s
-and p50/p99 on both sides, and what the load itself wrote: heap and index bytes and WAL bytes
-per signal. The router is restarted after the fill, so both sides start with a cold cache of
-the same process size.
-"""
+One stack (benches.stack: the bench agent, the router) and two migrated databases on one
+PostgreSQL: one left empty, one filled with realistic rows (the mix's payload sizes, agents'
+responses, 1 % partial with a DLQ entry, spread over the last 14 days, as INSERT … SELECT
+generate_series: minutes, not hours). benches.driver loads a fresh router on each in turn,
+empty then full, for --rounds rounds, and the medians are compared, so the machine's noise
+falls on both sides. Reports router CPU per signal, signals/s and p50/p99, and what the load
+itself wrote: heap and index bytes and WAL bytes per signal."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from typing import Any
 import psycopg
 
 from benches.measure import Phase, _router_phase
-from benches.stack import Stack, e2e_stack
+from benches.stack import Stack, bench_database, e2e_stack
 from router.store import partitions
 
 FILL = """
@@ -43,7 +44,7 @@ SELECT 'fill-' || g, 'sender-' || (g %% 50000),
          'latency_ms', 1.2, 'response', jsonb_build_object('received', g), 'error', NULL)),
        md5(g::text), 1, 3.4, md5(g::text),
        now() - (g %% 1209600) * interval '1 second', now() - (g %% 1209600) * interval '1 second'
-FROM generate_series(%(start)s, %(stop)s) AS g
+FROM generate_series(%(start)s::int, %(stop)s::int) AS g
 """
 FILL_DLQ = """
 INSERT INTO dlq (log_id, sender_id, kind, agents, mode, payload, trace_id, last_error, status,
@@ -124,17 +125,22 @@ def _fill(url: str, rows: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Measure on an empty log, fill it, measure again; print the comparison."""
+    """Fill one database, keep one empty, measure them in alternation; print the medians."""
     parser = argparse.ArgumentParser(prog="python -m benches.bench_growth", description=__doc__)
     parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args(argv)
-    with e2e_stack() as stack:
-        empty = _measure(stack, args)
-        fill_s = _fill(stack.database_url, args.rows)
-        table, indexes, dlq, count = _sizes(stack.database_url)
-        full = _measure(stack, args)
+    with e2e_stack() as empty_stack, bench_database() as full_url:
+        fill_s = _fill(full_url, args.rows)
+        table, indexes, dlq, count = _sizes(full_url)
+        full_stack = dataclasses.replace(empty_stack, database_url=full_url)
+        # Alternating rounds, so a noisy neighbour's minute falls on both sides alike.
+        rounds: dict[str, list[dict[str, Any]]] = {"empty": [], "full": []}
+        for _ in range(args.rounds):
+            rounds["empty"].append(_measure(empty_stack, args))
+            rounds["full"].append(_measure(full_stack, args))
     print(
         f"filled {args.rows:,} rows in {fill_s:.0f} s: signal_log {table / 2**30:.2f} GiB heap"
         f" + {indexes / 2**30:.2f} GiB indexes ({(table + indexes) / count:.0f} B a row), dlq"
@@ -142,11 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     keys = ("cpu_us_per_signal", "rps", "p50_ms", "p99_ms", "heap_bytes_per_signal",
             "index_bytes_per_signal", "wal_bytes_per_signal")  # fmt: skip
+    print(f"medians of {args.rounds} alternating rounds of {args.seconds:g} s each")
     print(f"{'':26}{'empty log':>14}{f'{count:,} rows':>16}{'full / empty':>14}")
     for key in keys:
-        a, b = empty[key], full[key]
+        a = round(statistics.median(r[key] for r in rounds["empty"]), 1)
+        b = round(statistics.median(r[key] for r in rounds["full"]), 1)
         print(f"{key:26}{a:>14,}{b:>16,}{(b / a if a else float('nan')):>13.2f}x")
-    print(json.dumps({"empty": empty, "full": full}), file=sys.stderr)
+    print(json.dumps(rounds), file=sys.stderr)
     return 0
 
 
