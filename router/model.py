@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, get_args
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, with_config
 
 # typing's TypedDict lacks what pydantic needs to describe it on Python < 3.12.
@@ -85,6 +86,36 @@ class ForwardedBody(TypedDict):
     timestamp: str | None
 
 
+@dataclass(slots=True, kw_only=True)
+class StoredSignal:
+    """What every record of a signal keeps of it: its claim, its log row and its DLQ entry.
+
+    A field added to the signal is added here (and to the SQL that stores and reads it);
+    each record's own fields are in its subclass.
+    """
+
+    log_id: str
+    sender_id: str
+    kind: str
+    mode: Mode
+    payload: JsonObject
+    metadata: JsonObject | None
+    event_time: Annotated[str | None, Field(description="the signal's timestamp, as sent")]
+    trace_id: str
+
+    def forwarded_body(self) -> bytes:
+        """The body its agents get, encoded: the same bytes on the first delivery and replays."""
+        body: ForwardedBody = {
+            "log_id": self.log_id,
+            "sender_id": self.sender_id,
+            "kind": self.kind,
+            "payload": self.payload,
+            "metadata": self.metadata,
+            "timestamp": self.event_time,
+        }
+        return orjson.dumps(body)
+
+
 @with_config(_CLOSED)
 @dataclass(slots=True)
 class AgentOutcome:
@@ -112,22 +143,15 @@ class RouteAnswer(TypedDict):
 
 
 @with_config(_CLOSED)
-class LogItem(TypedDict):
+@dataclass(slots=True, kw_only=True)
+class LogItem(StoredSignal):
     """One signal's row in the log."""
 
-    log_id: str
-    sender_id: str
-    kind: str
     status: LogStatus
-    mode: Mode
-    payload: JsonObject
-    metadata: JsonObject | None
-    event_time: Annotated[str | None, Field(description="the signal's timestamp, as sent")]
     routed_agents: list[str]
     response: Annotated[
         list[AgentOutcome] | None, Field(description="per-agent outcomes; null in flight")
     ]
-    trace_id: str
     attempts: int
     latency_ms: float | None
     created_at: datetime
@@ -135,20 +159,12 @@ class LogItem(TypedDict):
 
 
 @with_config(_CLOSED)
-@dataclass(slots=True)
-class DlqEntry:
+@dataclass(slots=True, kw_only=True)
+class DlqEntry(StoredSignal):
     """One signal's failed agents, waiting for (or done with) replay."""
 
     id: int
-    log_id: str
-    sender_id: str
-    kind: str
     agents: Annotated[list[str], Field(description="the agents that still have to succeed")]
-    mode: Mode
-    payload: JsonObject
-    metadata: JsonObject | None
-    event_time: str | None
-    trace_id: str
     last_error: Annotated[str | None, Field(max_length=MAX_LAST_ERROR)]
     attempts: int
     replay_count: int

@@ -18,12 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from router.dispatch import Dispatcher, new_traceparent
-from router.model import DlqEntry, ForwardedBody, ReplayCounts, Skipped, SkipReason
+from router.model import DlqEntry, ReplayCounts, Skipped, SkipReason
 from router.replay_plan import Attempt, Plan, plan
 from router.routing import RoutingTable
 from router.store import dlq
@@ -214,19 +213,10 @@ class Replayer:
         # The entry's trace continues with a new span; a malformed stored id starts a new trace.
         traceparent, _ = new_traceparent(f"00-{entry.trace_id}-{'0' * 15}1-01")
         try:
-            forwarded: ForwardedBody = {
-                "log_id": entry.log_id,
-                "sender_id": entry.sender_id,
-                "kind": entry.kind,
-                "payload": entry.payload,
-                "metadata": entry.metadata,
-                "timestamp": entry.event_time,
-            }
-            body = orjson.dumps(forwarded)
             outcomes = await self._dispatcher.dispatch(
                 configs,
                 entry.mode,
-                body,
+                entry.forwarded_body(),
                 log_id=entry.log_id,
                 traceparent=traceparent,
                 deadline_ms=self._deadlines.get(entry.kind, self._default_deadline),

@@ -71,7 +71,7 @@ async def list_logs(
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = encode_log_cursor(last["created_at"], last["log_id"])
+        next_cursor = encode_log_cursor(last.created_at, last.log_id)
     page: LogPage = {"items": rows, "next_cursor": next_cursor}
     return json_response(page)
 

@@ -25,7 +25,6 @@ from router.model import (
     HTTP_FOR_STATUS,
     AgentOutcome,
     AnswerStatus,
-    ForwardedBody,
     RouteAnswer,
     clip_last_error,
 )
@@ -150,19 +149,11 @@ class RoutePath:
             if existing is not None:
                 return await self._answer_existing(signal, existing, started, fields)
             self._metrics.received_by_kind[rule.kind].inc()
-            forwarded: ForwardedBody = {
-                "log_id": signal.log_id,
-                "sender_id": signal.sender_id,
-                "kind": rule.kind,
-                "payload": signal.payload,
-                "metadata": signal.metadata,
-                "timestamp": signal.timestamp,
-            }
             try:
                 outcomes = await self._dispatcher.dispatch(
                     rule.agents,
                     rule.mode,
-                    orjson.dumps(forwarded),
+                    claim.forwarded_body(),
                     log_id=signal.log_id,
                     traceparent=traceparent,
                     deadline_ms=rule.deadline_ms,

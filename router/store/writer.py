@@ -21,7 +21,7 @@ import orjson
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from router.model import AgentOutcome, FinalStatus, LogStatus, Mode
+from router.model import AgentOutcome, FinalStatus, LogStatus, StoredSignal
 from router.store.errors import (
     DatabaseUnavailable,
     Overloaded,
@@ -42,20 +42,12 @@ MAX_QUEUED_CLAIMS = 2048
 RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-@dataclass(slots=True)
-class Claim:
+@dataclass(slots=True, kw_only=True)
+class Claim(StoredSignal):
     """The signal's record before dispatch. A batch is sent as one JSON array of these
     (orjson serializes dataclasses natively), so the field names are the SQL's columns."""
 
-    log_id: str
-    sender_id: str
-    kind: str
-    mode: Mode
-    payload: dict[str, Any]
-    metadata: dict[str, Any] | None
-    event_time: str | None
     routed_agents: list[str]
-    trace_id: str
     payload_hash: str
     claim_token: str
     expires_in_s: float
