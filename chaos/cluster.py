@@ -37,7 +37,7 @@ class Cluster:
     """initdb in a temp folder, run as the `postgres` OS user when we are root (PostgreSQL
     refuses to run as root), on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, init: bool = True) -> None:
         self.bin = _bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="router-chaos-pg-"))
         self.data = self.root / "data"
@@ -46,7 +46,22 @@ class Cluster:
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        if init:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+
+    @classmethod
+    def standby_of(cls, primary: Cluster) -> Cluster:
+        """A streaming replica of the running `primary` (pg_basebackup -R); start() it."""
+        # initdb's pg_hba.conf trusts replication connections from 127.0.0.1, and wal_level
+        # replica with max_wal_senders 10 are the defaults: the primary needs no change. A
+        # fast checkpoint: the default spread one makes pg_basebackup wait ~100 s here.
+        standby = cls(init=False)
+        standby._run(
+            "pg_basebackup",
+            *("-D", str(standby.data), "-h", "127.0.0.1", "-p", str(primary.port)),
+            *("-U", "postgres", "-X", "stream", "-R", "--no-sync", "--checkpoint", "fast"),
+        )
+        return standby
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bin / tool), *args]

@@ -56,6 +56,8 @@ class Runtime:
     # Replays hold a connection through whole dispatches: a pool of their own, so they can
     # never starve the route path's outcome commits.
     replay_pool: AsyncConnectionPool
+    # GET /logs and GET /stats: DATABASE_READ_URL's replica, else `pool` itself.
+    read_pool: AsyncConnectionPool
     client: AgentClient
     writer: GroupCommitWriter
     # Replays' own dispatcher: the route path's metrics (retries, failed deliveries) count
@@ -77,7 +79,7 @@ class Runtime:
         await self.writer.stop()
         await self.stats.close()
         await self.client.close()
-        for pool in (self.claim_pool, self.replay_pool, self.pool):
+        for pool in {self.claim_pool, self.replay_pool, self.read_pool, self.pool}:
             await pool.close()
         log.info("router_stopped")
 
@@ -109,6 +111,16 @@ async def open_runtime(config: AppConfig) -> Runtime:
     replay_pool = await open_pool(
         url, min_size=1, max_size=REPLAY_POOL_MAX, wait=False, name="router-replays"
     )
+    read_pool = pool
+    if settings.database_read_url is not None:
+        read_pool = await open_pool(
+            settings.database_read_url,
+            min_size=1,
+            max_size=settings.db_pool_max,
+            wait=False,
+            statement_timeout_s=budget.STATEMENT_TIMEOUT_S,
+            name="router-reads",
+        )
     client: AgentClient = AiohttpClient()
     writer = GroupCommitWriter(pool, claim_pool=claim_pool, clock=clock, metrics=metrics)
     writer.start()
@@ -165,6 +177,7 @@ async def open_runtime(config: AppConfig) -> Runtime:
         pool=pool,
         claim_pool=claim_pool,
         replay_pool=replay_pool,
+        read_pool=read_pool,
         client=client,
         writer=writer,
         replay_dispatcher=replay_dispatcher,

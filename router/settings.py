@@ -24,6 +24,8 @@ class Settings:
     """Everything the process reads from its environment."""
 
     database_url: str | None = None
+    # A streaming replica for GET /logs and GET /stats; None: they read DATABASE_URL.
+    database_read_url: str | None = None
     api_keys: frozenset[str] = frozenset()
     admin_api_keys: frozenset[str] = frozenset()
     routes_file: Path | None = None
@@ -64,7 +66,8 @@ class Settings:
         """Build from `env` (default os.environ); raise SettingsError naming the variable."""
         env = os.environ if env is None else env
         return cls(
-            database_url=_database_url(env.get("DATABASE_URL")),
+            database_url=_database_url(env, "DATABASE_URL"),
+            database_read_url=_database_url(env, "DATABASE_READ_URL"),
             api_keys=_keys(env, "API_KEY"),
             admin_api_keys=_keys(env, "ADMIN_API_KEY"),
             routes_file=_path(env.get("ROUTES_FILE")),
@@ -117,13 +120,14 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def _database_url(raw: str | None) -> str | None:
+def _database_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
     if raw is None or not raw.strip():
         return None
     url = normalize_database_url(raw.strip())
     if not url.startswith("postgresql://"):
         raise SettingsError(
-            "DATABASE_URL must start with postgresql:// (or postgresql+psycopg://), "
+            f"{name} must start with postgresql:// (or postgresql+psycopg://), "
             f"got {raw.split('://')[0]!r}://…"
         )
     return url

@@ -24,5 +24,10 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def pool_of(request: Request) -> AsyncConnectionPool:
-    """The route path's pool (reads of the admin API share it)."""
+    """The route path's pool, on the primary (the DLQ API reads and writes there)."""
     return runtime_of(request).pool
+
+
+def read_pool_of(request: Request) -> AsyncConnectionPool:
+    """The pool of GET /logs and GET /stats: the read replica when one is configured."""
+    return runtime_of(request).read_pool

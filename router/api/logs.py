@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from router.api.auth import require_admin
 from router.api.cursor import InvalidCursor, decode_log_cursor, encode_log_cursor
-from router.api.deps import pool_of
+from router.api.deps import read_pool_of
 from router.api.errors import ApiError
 from router.api.params import choice_filter, json_response, text_filter, time_filter
 from router.model import LOG_STATUSES, LogItem, LogPage
@@ -66,7 +66,7 @@ async def list_logs(
             after = decode_log_cursor(cursor)
         except InvalidCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc), "cursor") from None
-    rows = await logs.fetch_page(pool_of(request), filters, limit=limit + 1, after=after)
+    rows = await logs.fetch_page(read_pool_of(request), filters, limit=limit + 1, after=after)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -90,7 +90,7 @@ async def get_log(request: Request, log_id: str) -> Response:
     row = None
     # A log_id the route path would refuse cannot exist (and a NUL could not be queried).
     if LOG_ID_RE.fullmatch(log_id) is not None:
-        row = await logs.fetch_one(pool_of(request), log_id)
+        row = await logs.fetch_one(read_pool_of(request), log_id)
     if row is None:
         raise ApiError(404, "not_found", "no signal with this log_id", "log_id")
     return json_response(row)

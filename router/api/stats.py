@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from router.api.auth import require_admin
-from router.api.deps import pool_of
+from router.api.deps import read_pool_of
 from router.api.params import json_response, text_filter, time_filter
 from router.model import StatsPage
 from router.openapi import ADMIN_ERRORS, error
@@ -53,5 +53,5 @@ async def list_stats(
         since=time_filter(since, "since"),
         until=time_filter(until, "until"),
     )
-    page: StatsPage = {"items": await stats.fetch_page(pool_of(request), filters, limit=limit)}
+    page: StatsPage = {"items": await stats.fetch_page(read_pool_of(request), filters, limit=limit)}
     return json_response(page)

@@ -45,6 +45,9 @@ def test_psycopg_prefix_is_accepted() -> None:
     """A postgresql+psycopg:// URL is normalized to what psycopg expects."""
     s = Settings.from_env({"DATABASE_URL": "postgresql+psycopg://u@h:5432/db"})
     assert s.database_url == "postgresql://u@h:5432/db"
+    assert s.database_read_url is None
+    replica = Settings.from_env({"DATABASE_READ_URL": "postgres://u@replica/db"})
+    assert replica.database_read_url == "postgresql://u@replica/db"
     assert normalize_database_url("postgres://x/y") == "postgresql://x/y"
 
 
@@ -58,6 +61,7 @@ def test_psycopg_prefix_is_accepted() -> None:
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"DATABASE_READ_URL": "mysql://x"}, "DATABASE_READ_URL"),
         ({"API_KEY": " , "}, "API_KEY"),
         ({"DLQ_MAX_REPLAYS": "0"}, "DLQ_MAX_REPLAYS"),
         ({"SENDER_RATE_LIMIT": "fast"}, "SENDER_RATE_LIMIT"),
