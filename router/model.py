@@ -278,6 +278,25 @@ class ErrorBody(TypedDict):
     error: ErrorDetail
 
 
+class ApiError(Exception):
+    """An answer other than success: its status, ErrorDetail's fields and extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
 @with_config(_CLOSED)
 class Health(TypedDict):
     """GET /health: the process serves."""

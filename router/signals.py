@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from router.model import LOG_ID_PATTERN, MAX_SENDER_ID, SignalBody
+from router.model import LOG_ID_PATTERN, MAX_SENDER_ID, ApiError, SignalBody
 
 ALLOWED_KEYS = frozenset(SignalBody.model_fields)
 LOG_ID_RE = re.compile(LOG_ID_PATTERN)
@@ -39,15 +39,8 @@ _LONG_RUN = b"0" * 16
 _TINY_EXPONENT = b"e-000"
 
 
-class InvalidSignal(Exception):
+class InvalidSignal(ApiError):
     """The request body is not a signal the router can accept."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from router.model import ApiError as ApiError  # the API layer raises it from here
 from router.model import ErrorBody
 from router.store.errors import DatabaseUnavailable, Overloaded, RejectedByDatabase, StoreError
 
@@ -20,25 +21,6 @@ log = structlog.get_logger("router.api")
 JSON = "application/json"
 # Every "try again" answer says when; one second is what the router's own recovery needs.
 RETRY_AFTER = {"Retry-After": "1"}
-
-
-class ApiError(Exception):
-    """An answer other than success, in the contract's error format."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = headers
 
 
 def error_body(code: str, message: str, field: str | None = None) -> bytes:
@@ -80,22 +62,10 @@ def from_validation_errors(errors: Sequence[Any]) -> ApiError:
     return ApiError(422, "invalid_request", f"{field}: {message}" if field else message, field)
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """`{"error": {"code", "message", "field"}}` with the given status."""
-    return Response(
-        error_body(code, message, field), status_code=status, media_type=JSON, headers=headers
-    )
-
-
-def api_error_response(exc: ApiError) -> Response:
-    """Render an ApiError."""
-    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+def error_response(exc: ApiError) -> Response:
+    """`{"error": {"code", "message", "field"}}` with the error's status and headers."""
+    body = error_body(exc.code, exc.message, exc.field)
+    return Response(body, status_code=exc.status, media_type=JSON, headers=exc.headers)
 
 
 _HTTP_CODES = {
@@ -115,27 +85,29 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return api_error_response(exc)
+        return error_response(exc)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
-        return error_response(exc.status_code, code, str(exc.detail), None, headers)
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), None, headers))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return api_error_response(from_validation_errors(list(exc.errors())))
+        return error_response(from_validation_errors(list(exc.errors())))
 
     async def on_store_error(request: Request, exc: Exception) -> Response:
         # The one place a database failure becomes an answer for the admin API.
         assert isinstance(exc, StoreError)
-        return api_error_response(from_store_error(exc))
+        return error_response(from_store_error(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # A bug, not the caller's fault: logged with its traceback, still in the contract's shape.
         log.exception("unhandled_error", path=request.url.path)
-        return error_response(500, "internal_error", "the router failed to handle this request")
+        return error_response(
+            ApiError(500, "internal_error", "the router failed to handle this request")
+        )
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

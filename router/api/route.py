@@ -30,7 +30,7 @@ from router.model import (
 )
 from router.rate_limit import SenderLimiter
 from router.routing import RoutingTable, Rule
-from router.signals import InvalidSignal, Signal, parse_signal
+from router.signals import Signal, parse_signal
 from router.stats import LatencyStats
 from router.store.errors import DatabaseUnavailable, Overloaded, StoreError
 from router.store.recovery import sweep_abandoned
@@ -128,10 +128,7 @@ class RoutePath:
                 parent = value
         raw = await read_capped(receive, length, self._max_body)
         self._keys.require_route(api_key)
-        try:
-            signal = parse_signal(raw)
-        except InvalidSignal as exc:
-            raise ApiError(exc.status, exc.code, exc.message, exc.field) from None
+        signal = parse_signal(raw)  # InvalidSignal is an ApiError: 400/413/422 as it says
         if self._limiter is not None:
             self._admit(signal.sender_id)
         rule = self._table.classify(signal.strings)
