@@ -8,6 +8,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -102,50 +103,26 @@ class _AgentState:
         self.policy = RetryPolicy.for_agent(agent)
 
 
+@dataclass(slots=True)
 class _Delivery:
     """The progress of one signal to one agent, readable even when its task was cancelled."""
 
-    __slots__ = (
-        "attempts",
-        "body",
-        "deadline",
-        "error",
-        "headers",
-        "healthy",
-        "latency_s",
-        "ok",
-        "response",
-        "retry_after",
-        "started",
-        "state",
-        "status",
-        "tried",
-    )
-
-    def __init__(
-        self,
-        state: _AgentState,
-        body: bytes,
-        headers: dict[str, str],
-        deadline: float,
-        started: float,
-    ) -> None:
-        self.state = state
-        self.body = body
-        self.headers = headers
-        self.deadline = deadline
-        self.started = started
-        self.attempts = 0
-        self.ok = False
-        self.status: int | None = None
-        self.response: Any = None
-        self.error: str | None = None
-        self.retry_after: float | None = None
-        self.latency_s: float | None = None
-        # What the last request said of the agent's health; None when none was sent.
-        self.healthy: bool | None = None
-        # A bit per replica index already attempted: a retry prefers the others.
-        self.tried = 0
+    state: _AgentState
+    body: bytes
+    headers: dict[str, str]
+    deadline: float
+    started: float
+    attempts: int = 0
+    ok: bool = False
+    status: int | None = None
+    response: Any = None
+    error: str | None = None
+    retry_after: float | None = None
+    latency_s: float | None = None
+    # What the last request said of the agent's health; None when none was sent.
+    healthy: bool | None = None
+    # A bit per replica index already attempted: a retry prefers the others.
+    tried: int = 0
 
     def outcome(self) -> AgentOutcome:
         """The final, immutable-by-convention view of this delivery."""

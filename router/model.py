@@ -27,9 +27,7 @@ Balance = Literal["least_latency", "round_robin"]
 AttemptKind = Literal["ok", "http_4xx", "http_5xx", "http_429", "timeout", "connection_error"]
 
 LOG_STATUSES: tuple[LogStatus, ...] = get_args(LogStatus)
-FINAL_STATUSES: tuple[FinalStatus, ...] = get_args(FinalStatus)
 DLQ_STATUSES: tuple[DlqStatus, ...] = get_args(DlqStatus)
-MODES: tuple[Mode, ...] = get_args(Mode)
 BALANCES: tuple[Balance, ...] = get_args(Balance)
 ATTEMPT_KINDS: tuple[AttemptKind, ...] = get_args(AttemptKind)
 

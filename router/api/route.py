@@ -8,6 +8,7 @@ import math
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -55,36 +56,22 @@ _REPLAYED = (b"idempotent-replayed", b"true")
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
+@dataclass(slots=True, kw_only=True)
 class RoutePath:
     """Everything POST /route needs, built once at start-up."""
 
-    def __init__(
-        self,
-        *,
-        table: RoutingTable,
-        dispatcher: Dispatcher,
-        writer: GroupCommitWriter,
-        pool: AsyncConnectionPool,
-        metrics: Metrics,
-        keys: ApiKeys,
-        max_body_bytes: int,
-        outcome_timeout_s: float,
-        stats: LatencyStats,
-        limiter: SenderLimiter | None = None,
-        max_in_flight: int = 4096,
-    ) -> None:
-        self._table = table
-        self._dispatcher = dispatcher
-        self._writer = writer
-        self._pool = pool
-        self._metrics = metrics
-        self._keys = keys
-        self._max_body = max_body_bytes
-        self._outcome_timeout_s = outcome_timeout_s
-        self._limiter = limiter
-        self._stats = stats
-        self._max_in_flight = max_in_flight
-        self._in_flight = 0
+    table: RoutingTable
+    dispatcher: Dispatcher
+    writer: GroupCommitWriter
+    pool: AsyncConnectionPool
+    metrics: Metrics
+    keys: ApiKeys
+    max_body_bytes: int
+    outcome_timeout_s: float
+    stats: LatencyStats
+    limiter: SenderLimiter | None = None
+    max_in_flight: int = 4096
+    in_flight: int = field(default=0, init=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one POST /route at the ASGI level; never raises.
@@ -98,7 +85,7 @@ class RoutePath:
             status, body, headers = await self._route(scope, receive, started, fields)
         except (ApiError, StoreError) as exc:
             error = exc if isinstance(exc, ApiError) else from_store_error(exc)
-            self._metrics.outcome["rejected"].inc()
+            self.metrics.outcome["rejected"].inc()
             fields["status"] = "rejected"
             fields["error"] = error.code
             status, body, headers = _error_answer(error)
@@ -111,7 +98,7 @@ class RoutePath:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        self._metrics.responded(status)
+        self.metrics.responded(status)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info("signal", http_status=status, latency_ms=latency_ms, **fields)
 
@@ -126,28 +113,28 @@ class RoutePath:
                 api_key = value
             elif name == b"traceparent":
                 parent = value
-        raw = await read_capped(receive, length, self._max_body)
-        self._keys.require_route(api_key)
+        raw = await read_capped(receive, length, self.max_body_bytes)
+        self.keys.require_route(api_key)
         signal = parse_signal(raw)  # InvalidSignal is an ApiError: 400/413/422 as it says
-        if self._limiter is not None:
+        if self.limiter is not None:
             self._admit(signal.sender_id)
-        rule = self._table.classify(signal.strings)
+        rule = self.table.classify(signal.strings)
         traceparent, trace_id = new_traceparent(
             parent.decode("latin-1") if parent is not None else None
         )
         fields.update(trace_id=trace_id, log_id=signal.log_id, kind=rule.kind)
 
-        if self._in_flight >= self._max_in_flight:
+        if self.in_flight >= self.max_in_flight:
             raise _overloaded()
-        self._in_flight += 1
+        self.in_flight += 1
         try:
             claim = self._new_claim(signal, rule, trace_id)
             existing = await self._claim(claim)
             if existing is not None:
                 return await self._answer_existing(signal, existing, started, fields)
-            self._metrics.received_by_kind[rule.kind].inc()
+            self.metrics.received_by_kind[rule.kind].inc()
             try:
-                outcomes = await self._dispatcher.dispatch(
+                outcomes = await self.dispatcher.dispatch(
                     rule.agents,
                     rule.mode,
                     claim.forwarded_body(),
@@ -160,9 +147,9 @@ class RoutePath:
                 # interrupted at once (the lane writes it even though nobody waits), so it is
                 # replayed without waiting for the claim to expire.
                 with contextlib.suppress(StoreError):
-                    self._writer.finish(_interrupted_outcome(claim, started), retry_for_s=1.0)
+                    self.writer.finish(_interrupted_outcome(claim, started), retry_for_s=1.0)
                 raise _cut_short() from None
-            self._stats.record(rule.kind, outcomes)
+            self.stats.record(rule.kind, outcomes)
             status, failed = _status_of(rule, outcomes)
             # Serialized before the commit: an agent reply too deep to encode is dropped here
             # rather than failing the batch it would share.
@@ -182,19 +169,19 @@ class RoutePath:
                 outcome.dl_attempts = sum(o.attempts for o in failed)
             await self._commit_outcome(outcome)
         finally:
-            self._in_flight -= 1
+            self.in_flight -= 1
 
-        self._metrics.outcome[status].inc()
-        self._metrics.observe_latency(rule.kind, time.perf_counter() - started)
+        self.metrics.outcome[status].inc()
+        self.metrics.observe_latency(rule.kind, time.perf_counter() - started)
         fields["status"] = status
         return HTTP_FOR_STATUS[status], body, []
 
     def _admit(self, sender_id: str) -> None:
         """The sender's token bucket, before anything is claimed: 429 when it is empty."""
-        assert self._limiter is not None
-        wait_s = self._limiter.take(sender_id)
+        assert self.limiter is not None
+        wait_s = self.limiter.take(sender_id)
         if wait_s is not None:
-            self._metrics.rate_limited.inc()
+            self.metrics.rate_limited.inc()
             raise retry_later(
                 "rate_limited",
                 "this sender_id is over SENDER_RATE_LIMIT; nothing was recorded or dispatched",
@@ -215,7 +202,7 @@ class RoutePath:
             trace_id=trace_id,
             payload_hash=signal.body_hash,
             claim_token=secrets.token_hex(8),
-            expires_in_s=budget.claim_expiry_s(rule.deadline_ms, self._outcome_timeout_s),
+            expires_in_s=budget.claim_expiry_s(rule.deadline_ms, self.outcome_timeout_s),
         )
 
     async def _claim(self, claim: Claim) -> ExistingSignal | None:
@@ -226,7 +213,7 @@ class RoutePath:
         """
         future: asyncio.Future[ExistingSignal | None] | None = None
         try:
-            future = self._writer.claim(claim, valid_for_s=budget.CLAIM_VALID_S)
+            future = self.writer.claim(claim, valid_for_s=budget.CLAIM_VALID_S)
             async with asyncio.timeout(budget.CLAIM_WAIT_S):
                 return await future
         except (TimeoutError, asyncio.CancelledError) as exc:
@@ -237,7 +224,7 @@ class RoutePath:
                 and future.exception() is None
                 and future.result() is None
             ):
-                self._writer.void(claim)
+                self.writer.void(claim)
             if isinstance(exc, asyncio.CancelledError):
                 raise retry_later(
                     "shutting_down", "the router is shutting down; nothing was dispatched"
@@ -252,9 +239,9 @@ class RoutePath:
         The lane retries through an outage for the outcome timeout, and writes the row even
         if this request stops waiting; it is a compare-and-set on this request's claim.
         """
-        future = self._writer.finish(outcome, retry_for_s=self._outcome_timeout_s)
+        future = self.writer.finish(outcome, retry_for_s=self.outcome_timeout_s)
         try:
-            async with asyncio.timeout(self._outcome_timeout_s + budget.STATEMENT_TIMEOUT_S):
+            async with asyncio.timeout(self.outcome_timeout_s + budget.STATEMENT_TIMEOUT_S):
                 recorded = await asyncio.shield(future)
         except asyncio.CancelledError:
             raise _cut_short() from None
@@ -265,7 +252,7 @@ class RoutePath:
         if not recorded.written:
             raise _not_recorded("the signal's row is no longer this request's claim")
         if recorded.dead_lettered:
-            self._metrics.dlq_total.inc()
+            self.metrics.dlq_total.inc()
 
     async def _answer_existing(
         self, signal: Signal, existing: ExistingSignal, started: float, fields: dict[str, Any]
@@ -294,8 +281,8 @@ class RoutePath:
         agents: list[Any] | None = existing.response
         if agents is None:
             agents = [_interrupted(name) for name in existing.routed_agents]
-        self._metrics.outcome["duplicate"].inc()
-        self._metrics.observe_latency(existing.kind, time.perf_counter() - started)
+        self.metrics.outcome["duplicate"].inc()
+        self.metrics.observe_latency(existing.kind, time.perf_counter() - started)
         fields.update(status=status, duplicate=True, trace_id=existing.trace_id)
         body = _answer_body(
             existing.log_id, existing.kind, status, existing.trace_id, agents, duplicate=True
@@ -306,13 +293,13 @@ class RoutePath:
         """An abandoned claim (its router died): sweep it to the DLQ, then answer what is stored."""
         try:
             async with asyncio.timeout(budget.CLAIM_WAIT_S):
-                swept = await sweep_abandoned(self._pool)
-                rows = await fetch_existing(self._pool, [existing.log_id])
+                swept = await sweep_abandoned(self.pool)
+                rows = await fetch_existing(self.pool, [existing.log_id])
         except (StoreError, TimeoutError):
             raise _database_unavailable() from None
         if swept:
-            self._metrics.dlq_total.inc(swept)
-            self._writer.dead_letters_written.set()
+            self.metrics.dlq_total.inc(swept)
+            self.writer.dead_letters_written.set()
         return rows.get(existing.log_id, existing)
 
 
