@@ -25,7 +25,10 @@ LAYERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
         ("db: psycopg + pool + group-commit writer", r"psycopg|router/store/"),
-        ("agent call: aiohttp client + dispatch", r"aiohttp/|yarl/|multidict/|router/dispatch"),
+        (
+            "agent call: HTTP client + dispatch",
+            r"aiohttp/|yarl/|multidict/|router/dispatch|router/http11_client",
+        ),
         ("log line: structlog", r"structlog/|router/logging"),
         ("metrics: prometheus_client", r"prometheus_client/|router/metrics"),
         ("parse + classify: signals, routing, orjson", r"router/signals|router/routing"),

@@ -100,9 +100,9 @@ def replay_main(argv: Sequence[str]) -> int:
 async def _run(
     settings: Settings, table: RoutingTable, filters: DlqFilter, limit: int | None, dry_run: bool
 ) -> dict[str, Any]:
-    from router.agent_client import AiohttpClient
     from router.dispatch import Dispatcher
     from router.embedded_db import resolve_database_url
+    from router.http11_client import Http11Client
     from router.store.pool import open_pool
 
     try:
@@ -114,7 +114,7 @@ async def _run(
         probe = await psycopg.AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
         await probe.close()
         pool = await open_pool(url, min_size=1, max_size=WORKERS + 1, wait=True)
-    client = AiohttpClient()
+    client = Http11Client()
     try:
         replayer = Replayer(
             pool,

@@ -12,13 +12,14 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from router import budget
-from router.agent_client import AgentClient, AiohttpClient
+from router.agent_client import AgentClient
 from router.agent_health import AgentHealth
 from router.api.auth import ApiKeys
 from router.api.route import RoutePath
 from router.auto_replay import AutoReplay
 from router.dispatch import Dispatcher
 from router.embedded_db import resolve_database_url
+from router.http11_client import Http11Client
 from router.metrics import Metrics
 from router.rate_limit import SenderLimiter
 from router.routing import RoutingTable
@@ -121,7 +122,7 @@ async def open_runtime(config: AppConfig) -> Runtime:
             statement_timeout_s=budget.STATEMENT_TIMEOUT_S,
             name="router-reads",
         )
-    client: AgentClient = AiohttpClient()
+    client: AgentClient = Http11Client()
     writer = GroupCommitWriter(pool, claim_pool=claim_pool, clock=clock, metrics=metrics)
     writer.start()
     agents = table.agents.values()

@@ -21,8 +21,9 @@ import standardwebhooks.webhooks
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from router.agent_client import AgentClient, AiohttpClient
+from router.agent_client import AgentClient
 from router.dispatch import Dispatcher, DispatchObserver, new_traceparent
+from router.http11_client import Http11Client
 from router.model import AgentOutcome, Mode
 from router.routing import AgentConfig
 from router.signing import keys_from_env
@@ -133,7 +134,7 @@ async def serve_agent() -> AsyncIterator[ServeAgent]:
 @pytest_asyncio.fixture
 async def session() -> AsyncIterator[AgentClient]:
     """The production client."""
-    client = AiohttpClient()
+    client = Http11Client()
     yield client
     await client.close()
 

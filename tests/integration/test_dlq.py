@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from router.agent_client import AiohttpClient
 from router.dispatch import Dispatcher
+from router.http11_client import Http11Client
 from router.replay import Replayer
 from router.routing_file import load_routing_table
 from router.store.dlq import DlqFilter
@@ -353,7 +353,7 @@ async def test_concurrent_replayers_dispatch_every_entry_exactly_once(
 
     async def replayer() -> int:
         pool = await open_pool(router.database_url, min_size=1, max_size=3, wait=True)
-        session = AiohttpClient()
+        session = Http11Client()
         try:
             worker = Replayer(
                 pool,

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.agent_client import AiohttpClient
 from router.dispatch import Dispatcher
+from router.http11_client import Http11Client
 from router.replay import Replayer
 from router.routing_file import load_routing_table
 from router.store.pool import open_pool
@@ -147,7 +147,7 @@ async def test_replay_settle_never_overwrites_a_row_that_changed(
     fresh_agents["alpha"].behave(latency_ms=300, status=503)
     table = load_routing_table(routes_file)
     pool = await open_pool(router.database_url, min_size=1, max_size=2, wait=True)
-    session = AiohttpClient()
+    session = Http11Client()
     try:
         replayer = Replayer(pool, Dispatcher(session, table.agents.values()), table, max_replays=5)
         replay = asyncio.create_task(replayer.replay_ids([entry_id]))
