@@ -62,7 +62,11 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
     app.state.config = config
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     install_error_handlers(app)
-    app.add_middleware(_RouteFastPath, state=app.state)
+    # Outermost, around the whole middleware stack: POST /route skips Starlette's error,
+    # telemetry and body-limit layers (each wraps every send); the route path gives every
+    # failure the contract's shape itself.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: _RouteFastPath(build_stack(), app.state)  # type: ignore[method-assign]
 
     async def route_signal(request: Request) -> Response:
         # Documents POST /route in the OpenAPI schema; requests are answered by _RouteFastPath

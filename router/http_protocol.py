@@ -10,8 +10,9 @@ import path (`HTTP_PROTOCOL`), so each worker imports it.
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
@@ -24,7 +25,13 @@ from uvicorn.protocols.http.httptools_impl import (
 from router.api.errors import error_body
 
 if TYPE_CHECKING:
-    from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+    from uvicorn._types import (
+        ASGI3Application,
+        ASGIReceiveCallable,
+        ASGISendCallable,
+        ASGISendEvent,
+        Scope,
+    )
 
 HTTP_PROTOCOL = "router.http_protocol:JsonHttpToolsProtocol"
 
@@ -72,7 +79,63 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
 
+class _HeldWrites:
+    """The transport as uvicorn sees it while writing a status line and headers: it keeps
+    them, to go out with the first piece of body in one write."""
+
+    __slots__ = ("_transport", "held")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.held.append(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _Prefixed(_HeldWrites):
+    """The transport while uvicorn writes the first piece of body: what was held goes first."""
+
+    def write(self, data: bytes) -> None:
+        held, self.held = self.held, []
+        self._transport.write(b"".join([*held, data]))
+
+
 class _JsonResponseCycle(RequestResponseCycle):
+    # uvicorn writes the head and the body of an answer with two transport.write calls: two
+    # send() syscalls and two TCP segments, each waking the client. Every router answer is a
+    # start message then one body, so the head is held and written with the body: one each.
+    _head: tuple[bytes, ...] = ()
+
+    async def send(self, message: ASGISendEvent) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and self.scope["method"] != "HEAD":
+            real = self.transport
+            holder = _HeldWrites(real)
+            self.transport = cast(asyncio.Transport, holder)
+            try:
+                await super().send(message)
+            finally:
+                self.transport = real
+            self._head = tuple(holder.held)
+            return
+        if self._head and kind == "http.response.body":
+            real = self.transport
+            prefixed = _Prefixed(real)
+            prefixed.held, self._head = list(self._head), ()
+            self.transport = cast(asyncio.Transport, prefixed)
+            try:
+                await super().send(message)
+            finally:
+                self.transport = real
+            if prefixed.held:  # uvicorn wrote no body (it refused the message): the head anyway
+                real.write(b"".join(prefixed.held))
+            return
+        await super().send(message)
+
     async def send_500_response(self) -> None:
         await self.send(
             {

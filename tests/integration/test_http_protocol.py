@@ -118,3 +118,27 @@ async def test_pipelined_requests_are_still_answered_in_order() -> None:
         )
     assert data.count(b"HTTP/1.1 200 OK") == 3
     assert data.index(b"/one") < data.index(b"/two") < data.index(b"/three")
+
+
+async def slow_body_app(scope: Scope, receive: Any, send: Any) -> None:
+    body = b'{"ok": true}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"12")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await asyncio.sleep(0.2)  # long enough for a head written on its own to arrive alone
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_head_and_body_leave_in_one_write() -> None:
+    """The status line and headers wait for the body and go out with it: the client's first
+    read holds the whole answer (uvicorn alone sends the head 0.2 s ahead here). A HEAD
+    answer, which has no body to wait for, still gets its head."""
+    async with serving(slow_body_app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /route HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        first = await asyncio.wait_for(reader.read(65536), timeout=5)
+        status, _, body = parse(first)
+        assert (status, body) == (200, b'{"ok": true}'), first
+        writer.write(b"HEAD /route HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head = await asyncio.wait_for(reader.read(), timeout=5)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n"), head
