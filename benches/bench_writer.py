@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from router.model import AgentOutcome
-from router.store.pool import open_pool
 from router.store.writer import Claim, GroupCommitWriter, Outcome
+from router.store.writer_pool import open_writer_pool
 
 PAYLOAD = {"message": "help me understand the policy"}
 RESPONSE = [
@@ -77,9 +77,17 @@ def test_writer_rows_per_second(
     per_task: int,
 ) -> None:
     """Claims + outcomes from `tasks` concurrent signals; rows/s and CPU µs per signal."""
-    pool = loop.run_until_complete(open_pool(bench_db, min_size=2, max_size=16, wait=True))
+    pool = loop.run_until_complete(
+        open_writer_pool(bench_db, max_size=2, statement_timeout_s=3.0, name="bench-outcomes")
+    )
     claim_pool = loop.run_until_complete(
-        open_pool(bench_db, min_size=1, max_size=2, wait=True, synchronous_commit=False)
+        open_writer_pool(
+            bench_db,
+            max_size=2,
+            synchronous_commit=False,
+            statement_timeout_s=2.0,
+            name="bench-claims",
+        )
     )
 
     async def start() -> GroupCommitWriter:

@@ -24,7 +24,7 @@ from benches.stack import API_KEY, ROUTE_BODY, e2e_stack
 LAYERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
-        ("db: psycopg + pool + group-commit writer", r"psycopg|router/store/"),
+        ("db: asyncpg + psycopg + group-commit writer", r"psycopg|asyncpg|router/store/"),
         (
             "agent call: HTTP client + dispatch",
             r"aiohttp/|yarl/|multidict/|router/dispatch|router/http11_client",

@@ -26,9 +26,10 @@ from router.routing import RoutingTable
 from router.settings import Settings
 from router.stats import LatencyStats, StatsFlusher
 from router.store.partitions import keep_partitions
-from router.store.pool import DatabaseClock, open_pool
+from router.store.pool import open_pool
 from router.store.recovery import run_maintenance
 from router.store.writer import GroupCommitWriter
+from router.store.writer_pool import DatabaseClock, Pool, open_writer_pool
 
 log = structlog.get_logger("router.runtime")
 
@@ -53,7 +54,9 @@ class Runtime:
 
     config: AppConfig
     pool: AsyncConnectionPool
-    claim_pool: AsyncConnectionPool
+    # The group-commit writer's lanes (asyncpg): durable outcomes, and claims.
+    outcome_pool: Pool
+    claim_pool: Pool
     # Replays hold a connection through whole dispatches: a pool of their own, so they can
     # never starve the route path's outcome commits.
     replay_pool: AsyncConnectionPool
@@ -80,7 +83,9 @@ class Runtime:
         await self.writer.stop()
         await self.stats.close()
         await self.client.close()
-        for pool in {self.claim_pool, self.replay_pool, self.read_pool, self.pool}:
+        for writer_pool in (self.claim_pool, self.outcome_pool):
+            await writer_pool.close()
+        for pool in {self.replay_pool, self.read_pool, self.pool}:
             await pool.close()
         log.info("router_stopped")
 
@@ -99,15 +104,18 @@ async def open_runtime(config: AppConfig) -> Runtime:
         statement_timeout_s=budget.STATEMENT_TIMEOUT_S,
     )
     clock = DatabaseClock()
-    claim_pool = await open_pool(
+    # Each lane flushes one statement at a time; the second connection is for what a flush
+    # sets off (a losing claim's lookup, voiding a late claim).
+    claim_pool = await open_writer_pool(
         url,
-        min_size=1,
         max_size=2,
-        wait=False,
         synchronous_commit=False,
         statement_timeout_s=budget.CLAIM_STATEMENT_TIMEOUT_S,
         clock=clock,
         name="router-claims",
+    )
+    outcome_pool = await open_writer_pool(
+        url, max_size=2, statement_timeout_s=budget.STATEMENT_TIMEOUT_S, name="router-outcomes"
     )
     replay_pool = await open_pool(
         url, min_size=1, max_size=REPLAY_POOL_MAX, wait=False, name="router-replays"
@@ -123,7 +131,7 @@ async def open_runtime(config: AppConfig) -> Runtime:
             name="router-reads",
         )
     client: AgentClient = Http11Client()
-    writer = GroupCommitWriter(pool, claim_pool=claim_pool, clock=clock, metrics=metrics)
+    writer = GroupCommitWriter(outcome_pool, claim_pool=claim_pool, clock=clock, metrics=metrics)
     writer.start()
     agents = table.agents.values()
     health = AgentHealth()
@@ -176,6 +184,7 @@ async def open_runtime(config: AppConfig) -> Runtime:
     return Runtime(
         config=config,
         pool=pool,
+        outcome_pool=outcome_pool,
         claim_pool=claim_pool,
         replay_pool=replay_pool,
         read_pool=read_pool,

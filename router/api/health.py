@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from router.api.errors import JSON
 from router.model import Health, Readiness
+from router.store.writer_pool import writer_connection
 
 READY_TIMEOUT_S = 1.0
 
@@ -49,8 +50,10 @@ async def ready(request: Request) -> Response:
     else:
         open_breakers = runtime.health.open_breakers()
         try:
+            # The outcome lane's pool: what POST /route cannot work without. (It reconnects
+            # on the next use, where psycopg's pool heals on a backoff of its own.)
             async with asyncio.timeout(READY_TIMEOUT_S):
-                async with runtime.pool.connection(timeout=READY_TIMEOUT_S) as conn:
+                async with writer_connection(runtime.outcome_pool) as conn:
                     await conn.execute("SELECT 1")
         except Exception as exc:  # any failure here means "not ready", never a 500
             checks["database"] = f"unavailable: {str(exc).strip()[:200] or type(exc).__name__}"

@@ -40,7 +40,6 @@ from router.store.writer import (
     ExistingSignal,
     GroupCommitWriter,
     Outcome,
-    fetch_existing,
 )
 
 log = structlog.get_logger("router.route")
@@ -294,7 +293,7 @@ class RoutePath:
         try:
             async with asyncio.timeout(budget.CLAIM_WAIT_S):
                 swept = await sweep_abandoned(self.pool)
-                rows = await fetch_existing(self.pool, [existing.log_id])
+                rows = await self.writer.existing([existing.log_id])
         except (StoreError, TimeoutError):
             raise _database_unavailable() from None
         if swept:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import psycopg
 import psycopg_pool
 from psycopg import AsyncConnection
+
+# SQLSTATE classes that say the server is away, busy or gave up on the statement (connection,
+# authorization, transaction rollback, resources, limits, state, operator, system): psycopg
+# raises OperationalError for these, and asyncpg's errors are sorted by the same classes.
+_UNAVAILABLE_CLASSES = frozenset({"08", "28", "40", "53", "54", "55", "57", "58"})
 
 
 class StoreError(Exception):
@@ -28,13 +34,24 @@ class RejectedByDatabase(StoreError):
 
 @contextlib.contextmanager
 def wrap_database_errors() -> Iterator[None]:
-    """Map psycopg's connection failures to DatabaseUnavailable, the rest to StoreError."""
+    """Map psycopg's and asyncpg's connection failures to DatabaseUnavailable, the rest to
+    StoreError."""
     try:
         yield
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout, TimeoutError) as exc:
+    except (
+        psycopg.OperationalError,
+        psycopg_pool.PoolTimeout,
+        TimeoutError,
+        OSError,
+        asyncpg.InterfaceError,
+    ) as exc:
         raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
-    except psycopg.DataError as exc:
+    except (psycopg.DataError, asyncpg.DataError) as exc:
         raise RejectedByDatabase(f"the database refused the data: {_first_line(exc)}") from exc
+    except asyncpg.PostgresError as exc:
+        if str(exc.sqlstate)[:2] in _UNAVAILABLE_CLASSES:
+            raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+        raise StoreError(f"database error: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise StoreError(f"database error: {_first_line(exc)}") from exc
 

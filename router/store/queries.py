@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import LiteralString
@@ -35,3 +37,34 @@ def _all() -> dict[str, LiteralString]:
 def query(name: str) -> LiteralString:
     """The SQL text of a named query (static text from the package, never user input)."""
     return _all()[name]
+
+
+_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+@dataclass(frozen=True, slots=True)
+class NumberedQuery:
+    """A named query with asyncpg's `$1, $2…` placeholders, numbered in order of first use."""
+
+    sql: str
+    params: tuple[str, ...]
+
+    def args(self, values: Mapping[str, object]) -> list[object]:
+        """The positional arguments, in the placeholders' order."""
+        return [values[name] for name in self.params]
+
+
+@cache
+def numbered(name: str) -> NumberedQuery:
+    """The named query for asyncpg (the .sql files use psycopg's `%(name)s`)."""
+    params: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in params:
+            params.append(match.group(1))
+        return f"${params.index(match.group(1)) + 1}"
+
+    text = query(name)
+    if "%%" in text:
+        raise RuntimeError(f"query {name!r} escapes a %: not translatable for asyncpg")
+    return NumberedQuery(_NAMED_PARAM.sub(number, text), tuple(params))

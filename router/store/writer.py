@@ -19,18 +19,12 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 import structlog
-from psycopg_pool import AsyncConnectionPool
 
 from router.model import AgentOutcome, FinalStatus, LogStatus, StoredSignal
-from router.store.errors import (
-    DatabaseUnavailable,
-    Overloaded,
-    StoreError,
-    connection,
-)
+from router.store.errors import DatabaseUnavailable, Overloaded, StoreError
 from router.store.observer import StoreObserver
-from router.store.pool import DatabaseClock
-from router.store.queries import query
+from router.store.queries import numbered
+from router.store.writer_pool import DatabaseClock, Pool, writer_connection
 
 log = structlog.get_logger("router.store.writer")
 
@@ -219,14 +213,14 @@ class GroupCommitWriter:
     Two lanes, so a claim never waits behind a durable commit: claims go through
     `claim_pool`, whose sessions commit with synchronous_commit=off (a claim guards against
     the router dying; the outcome does not depend on it surviving a database crash);
-    outcomes through `pool`, durably.
+    outcomes through `pool`, durably. Both are asyncpg pools (store/writer_pool.py).
     """
 
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        pool: Pool,
         *,
-        claim_pool: AsyncConnectionPool | None = None,
+        claim_pool: Pool | None = None,
         clock: DatabaseClock | None = None,
         metrics: StoreObserver | None = None,
         max_batch: int = MAX_BATCH,
@@ -287,9 +281,9 @@ class GroupCommitWriter:
     async def _flush_claims(self, batch: list[_Item[Claim, ExistingSignal | None]]) -> None:
         # Only a log_id's first claim in the batch is inserted; later ones lost already.
         first = _first_per_log_id([item.work for item in batch], lambda claim: claim.log_id)
-        async with connection(self._claim_pool) as conn:
-            cur = await conn.execute(query("claim_signals"), {"rows": orjson.dumps(first).decode()})
-            won: dict[str, datetime] = {row[0]: row[1] for row in await cur.fetchall()}
+        async with writer_connection(self._claim_pool) as conn:
+            rows = await conn.fetch(numbered("claim_signals").sql, orjson.dumps(first))
+        won: dict[str, datetime] = {row[0]: row[1] for row in rows}
         winners: list[_Item[Claim, ExistingSignal | None]] = []
         losers: list[_Item[Claim, ExistingSignal | None]] = []
         for item in batch:
@@ -312,15 +306,16 @@ class GroupCommitWriter:
         too (the database is away), the claim expires and is swept: replayed, at least once."""
         log.warning("late_claims_voided", count=len(claims))
         params = {"log_ids": [c.log_id for c in claims], "tokens": [c.claim_token for c in claims]}
+        void = numbered("void_claims")
         try:
-            async with connection(self._claim_pool) as conn:
-                await conn.execute(query("void_claims"), params)
+            async with writer_connection(self._claim_pool) as conn:
+                await conn.execute(void.sql, *void.args(params))
         except StoreError as exc:
             log.error("late_claims_not_voided", count=len(claims), error=str(exc))
 
     async def _answer_losers(self, losers: list[_Item[Claim, ExistingSignal | None]]) -> None:
         try:
-            existing = await fetch_existing(self._claim_pool, [i.work.log_id for i in losers])
+            existing = await self.existing([i.work.log_id for i in losers])
         except StoreError as exc:
             _fail(losers, exc)
             return
@@ -340,9 +335,9 @@ class GroupCommitWriter:
         # One row per log_id in a statement (ON CONFLICT cannot touch a row twice); a second
         # outcome of one claim is a bug, and the first one written wins.
         rows = _first_per_log_id([item.work for item in batch], lambda o: o.claim.log_id)
-        async with connection(self._pool) as conn:
-            cur = await conn.execute(query("finish_signals"), {"rows": orjson.dumps(rows).decode()})
-            written = {row[0]: bool(row[1]) for row in await cur.fetchall()}
+        async with writer_connection(self._pool) as conn:
+            finished = await conn.fetch(numbered("finish_signals").sql, orjson.dumps(rows))
+        written = {row[0]: bool(row[1]) for row in finished}
         if any(written.values()):
             self.dead_letters_written.set()
         for item in batch:
@@ -353,27 +348,23 @@ class GroupCommitWriter:
                 item.future.set_result(Recorded(log_id in written, written.get(log_id, False)))
             written.pop(log_id, None)
 
-
-async def fetch_existing(
-    pool: AsyncConnectionPool, log_ids: list[str]
-) -> dict[str, ExistingSignal]:
-    """The rows that own these log_ids, by log_id."""
-    async with connection(pool) as conn:
-        cur = await conn.execute(query("existing_signals"), {"log_ids": log_ids})
-        rows = await cur.fetchall()
-    return {
-        r[0]: ExistingSignal(
-            log_id=r[0],
-            kind=r[1],
-            status=r[2],
-            payload_hash=r[3],
-            trace_id=r[4],
-            routed_agents=r[5],
-            response=r[6],
-            abandoned=bool(r[7]),
-        )
-        for r in rows
-    }
+    async def existing(self, log_ids: list[str]) -> dict[str, ExistingSignal]:
+        """The rows that own these log_ids, by log_id."""
+        async with writer_connection(self._claim_pool) as conn:
+            rows = await conn.fetch(numbered("existing_signals").sql, log_ids)
+        return {
+            r[0]: ExistingSignal(
+                log_id=r[0],
+                kind=r[1],
+                status=r[2],
+                payload_hash=r[3],
+                trace_id=r[4],
+                routed_agents=r[5],
+                response=r[6],
+                abandoned=bool(r[7]),
+            )
+            for r in rows
+        }
 
 
 T = TypeVar("T")
