@@ -54,9 +54,10 @@ class NumberedQuery:
         return [values[name] for name in self.params]
 
 
-@cache
-def numbered(name: str) -> NumberedQuery:
-    """The named query for asyncpg (the .sql files use psycopg's `%(name)s`)."""
+def to_numbered(sql: str) -> NumberedQuery:
+    """psycopg's `%(name)s` placeholders as asyncpg's `$n`, a repeated name keeping its number."""
+    if "%%" in sql:
+        raise ValueError("a query that escapes % is not translatable for asyncpg")
     params: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -64,7 +65,10 @@ def numbered(name: str) -> NumberedQuery:
             params.append(match.group(1))
         return f"${params.index(match.group(1)) + 1}"
 
-    text = query(name)
-    if "%%" in text:
-        raise RuntimeError(f"query {name!r} escapes a %: not translatable for asyncpg")
-    return NumberedQuery(_NAMED_PARAM.sub(number, text), tuple(params))
+    return NumberedQuery(_NAMED_PARAM.sub(number, sql), tuple(params))
+
+
+@cache
+def numbered(name: str) -> NumberedQuery:
+    """The named query for asyncpg (the .sql files use psycopg's `%(name)s`)."""
+    return to_numbered(query(name))
