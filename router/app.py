@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
-from starlette.datastructures import State
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from router import openapi
 from router.api import console, dlq, health, logs, stats
@@ -59,17 +58,15 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
         description=openapi.DESCRIPTION,
         lifespan=lifespan,
     )
+    # fastapi-offline is a factory of plain FastAPI apps: the one it built gets RouterApp's
+    # __call__ (a subclass adding no state, so the object is the same in every other way).
+    app.__class__ = RouterApp
     app.state.config = config
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     install_error_handlers(app)
-    # Outermost, around the whole middleware stack: POST /route skips Starlette's error,
-    # telemetry and body-limit layers (each wraps every send); the route path gives every
-    # failure the contract's shape itself.
-    build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: _RouteFastPath(build_stack(), app.state)  # type: ignore[method-assign]
 
     async def route_signal(request: Request) -> Response:
-        # Documents POST /route in the OpenAPI schema; requests are answered by _RouteFastPath
+        # Documents POST /route in the OpenAPI schema; requests are answered by RouterApp
         # and reach this only before the lifespan has started the hot path.
         raise starting()
 
@@ -105,12 +102,10 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
     return app
 
 
-class _RouteFastPath:
-    """POST /route goes straight to the hot path; everything else through FastAPI."""
-
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app = app
-        self.state = state
+class RouterApp(FastAPI):
+    """The FastAPI app, but POST /route goes straight to the hot path: it skips FastAPI's
+    telemetry check, Starlette's error, exception and body-limit layers (each wraps every
+    send) and the router; the route path gives every failure the contract's shape itself."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime: Runtime | None = getattr(self.state, "runtime", None)
@@ -122,7 +117,7 @@ class _RouteFastPath:
         ):
             await runtime.route_path(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def _tune_gc() -> None:

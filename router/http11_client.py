@@ -52,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[AgentReply] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._chunks: list[bytes] = []
         self._size = 0
         self._content_type = b""
@@ -60,16 +61,25 @@ class _Connection(asyncio.Protocol):
         self._until_eof = False
         self._framed = False
 
-    def request(self, data: bytes) -> asyncio.Future[AgentReply]:
-        """Send one request; the future gets its whole answer."""
+    def request(self, data: bytes, timeout_s: float) -> asyncio.Future[AgentReply]:
+        """Send one request; the future gets its whole answer, or TimeoutError after
+        `timeout_s` (one loop timer: asyncio.timeout's bookkeeping costs more per call)."""
         assert self.transport is not None
         self.reusable = False
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        self._timer = loop.call_later(timeout_s, self._time_out)
         self.transport.write(data)
-        return self._waiter
+        return waiter
+
+    def _time_out(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     def close(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
 
@@ -134,6 +144,7 @@ class _Connection(asyncio.Protocol):
 
     def _complete(self) -> None:
         waiter, self._waiter = self._waiter, None
+        self._stop_timer()
         if waiter is None or waiter.done():
             return
         status = self._parser.get_status_code()
@@ -150,8 +161,14 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, message: str) -> None:
         waiter, self._waiter = self._waiter, None
+        self._stop_timer()
         if waiter is not None and not waiter.done():
             waiter.set_exception(AgentConnectionError(message))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Http11Client:
@@ -181,15 +198,19 @@ class Http11Client:
             lines.encode("latin-1"),
             body,
         )
-        async with asyncio.timeout(timeout_s):
-            conn = self._reuse(target.key) or await self._connect(target)
-            try:
-                reply = await conn.request(data)
-            except BaseException:
-                self._discard(conn)
-                raise
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        conn = self._reuse(target.key)
+        if conn is None:
+            async with asyncio.timeout_at(deadline):
+                conn = await self._connect(target)
+        try:
+            reply = await conn.request(data, deadline - loop.time())
+        except BaseException:
+            self._discard(conn)
+            raise
         if conn.reusable and not conn.closed:
-            conn.idle_since = asyncio.get_running_loop().time()
+            conn.idle_since = loop.time()
             self._idle.setdefault(target.key, collections.deque()).append(conn)
         else:
             self._discard(conn)
