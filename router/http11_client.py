@@ -47,6 +47,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
@@ -66,7 +67,7 @@ class _Connection(asyncio.Protocol):
         `timeout_s` (one loop timer: asyncio.timeout's bookkeeping costs more per call)."""
         assert self.transport is not None
         self.reusable = False
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._waiter = waiter = loop.create_future()
         self._timer = loop.call_later(timeout_s, self._time_out)
         self.transport.write(data)
@@ -87,6 +88,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -181,6 +183,7 @@ class Http11Client:
         self._idle: dict[tuple[str, int, bool], collections.deque[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._tls = tls
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
@@ -198,9 +201,9 @@ class Http11Client:
             lines.encode("latin-1"),
             body,
         )
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._bind_loop()
         deadline = loop.time() + timeout_s
-        conn = self._reuse(target.key)
+        conn = self._reuse(target.key, loop)
         if conn is None:
             async with asyncio.timeout_at(deadline):
                 conn = await self._connect(target)
@@ -222,11 +225,18 @@ class Http11Client:
             self._discard(conn)
         self._idle.clear()
 
-    def _reuse(self, key: tuple[str, int, bool]) -> _Connection | None:
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() syscall.
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _reuse(
+        self, key: tuple[str, int, bool], loop: asyncio.AbstractEventLoop
+    ) -> _Connection | None:
         idle = self._idle.get(key)
         if not idle:
             return None
-        expired = asyncio.get_running_loop().time() - KEEPALIVE_S
+        expired = loop.time() - KEEPALIVE_S
         # The oldest idle ones expire first; the newest is the one most surely still open.
         while idle and idle[0].idle_since < expired:
             self._discard(idle.popleft())

@@ -73,6 +73,9 @@ class RoutePath:
     limiter: SenderLimiter | None = None
     max_in_flight: int = 4096
     in_flight: int = field(default=0, init=False)
+    # Built in the running loop and kept: on Python 3.11 every asyncio.get_running_loop()
+    # is a getpid() syscall (a fork check), several per signal.
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop, init=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one POST /route at the ASGI level; never raises.
@@ -215,7 +218,7 @@ class RoutePath:
         future: asyncio.Future[ExistingSignal | None] | None = None
         try:
             future = self.writer.claim(claim, valid_for_s=budget.CLAIM_VALID_S)
-            return await _within(future, budget.CLAIM_WAIT_S)
+            return await _within(self.loop, future, budget.CLAIM_WAIT_S)
         except (TimeoutError, asyncio.CancelledError) as exc:
             if (
                 future is not None
@@ -243,7 +246,9 @@ class RoutePath:
         try:
             # Not shielded: a cancelled future only stops the lane from answering this
             # request; the lane writes every outcome it was given.
-            recorded = await _within(future, self.outcome_timeout_s + budget.STATEMENT_TIMEOUT_S)
+            recorded = await _within(
+                self.loop, future, self.outcome_timeout_s + budget.STATEMENT_TIMEOUT_S
+            )
         except asyncio.CancelledError:
             raise _cut_short() from None
         except (StoreError, TimeoutError) as exc:
@@ -304,10 +309,12 @@ class RoutePath:
         return rows.get(existing.log_id, existing)
 
 
-async def _within(future: asyncio.Future[T], timeout_s: float) -> T:
+async def _within(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], timeout_s: float
+) -> T:
     """The writer's answer, or TimeoutError after `timeout_s`: one loop timer on the future,
     where asyncio.timeout costs a context manager and task bookkeeping (~5 us) per wait."""
-    timer = asyncio.get_running_loop().call_later(timeout_s, _time_out, future)
+    timer = loop.call_later(timeout_s, _time_out, future)
     try:
         return await future
     finally:

@@ -125,10 +125,13 @@ class _Lane(Generic[W, R]):
         self._queue: list[_Item[W, R]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop
         self._closing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self._name)
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() syscall.
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
         self._closing = True
@@ -142,7 +145,7 @@ class _Lane(Generic[W, R]):
             raise DatabaseUnavailable("the router is shutting down")
         if self._max_queued is not None and len(self._queue) >= self._max_queued:
             raise Overloaded(Overloaded.__doc__)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[R] = loop.create_future()
         retry_until = loop.time() + retry_for_s if retry_for_s > 0 else 0.0
         self._queue.append(_Item(work, future, retry_until))

@@ -120,7 +120,11 @@ async def open_writer_pool(
 
 @contextlib.asynccontextmanager
 async def writer_connection(pool: Pool) -> AsyncIterator[Connection]:
-    """A pool connection whose failures, getting it included, leave as StoreError."""
+    """A pool connection whose failures, getting it included, leave as StoreError.
+
+    No acquire timeout: asyncpg runs one through asyncio.wait_for, a task per acquire. The
+    wait is bounded all the same: a new connection by the connect timeout, a busy one by
+    command_timeout, and every caller on the route path by its own deadline."""
     with wrap_database_errors():
-        async with pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
+        async with pool.acquire() as conn:
             yield conn
