@@ -54,6 +54,9 @@ class Signal:
     log_id: str
     body_hash: str
     strings: list[str]
+    # False for a log_id derived from the receive time (no log_id, no timestamp): no other
+    # signal can carry it, so nothing needs looking up to deduplicate it.
+    deduplicable: bool = True
 
 
 def parse_signal(raw: bytes) -> Signal:
@@ -112,13 +115,14 @@ def parse_signal(raw: bytes) -> Signal:
     body_hash = hashlib.sha256(canonical).hexdigest()
 
     log_id = body.get("log_id")
+    deduplicable = log_id is not None or timestamp is not None
     if log_id is None:
         log_id = derive_log_id(sender_id, timestamp, payload)
     elif type(log_id) is not str or LOG_ID_RE.fullmatch(log_id) is None:
         raise InvalidSignal(
             422, "invalid_log_id", "log_id must be 1-200 characters of [A-Za-z0-9._:-]", "log_id"
         )
-    return Signal(sender_id, payload, metadata, timestamp, log_id, body_hash, strings)
+    return Signal(sender_id, payload, metadata, timestamp, log_id, body_hash, strings, deduplicable)
 
 
 def derive_log_id(sender_id: str, timestamp: str | None, payload: dict[str, Any]) -> str:

@@ -206,6 +206,7 @@ class RoutePath:
             trace_id=trace_id,
             payload_hash=signal.body_hash,
             claim_token=secrets.token_hex(8),
+            deduplicable=signal.deduplicable,
             expires_in_s=budget.claim_expiry_s(rule.deadline_ms, self.outcome_timeout_s),
         )
 

@@ -45,6 +45,9 @@ class Claim(StoredSignal):
     payload_hash: str
     claim_token: str
     expires_in_s: float
+    # False when no other signal can carry this log_id (signals.Signal.deduplicable): its
+    # statements skip lock_log_id's lookup of the log_id in every partition.
+    deduplicable: bool = True
     # Seconds, database clock; set by the writer from how long the caller will wait.
     valid_before: float = 0.0
     # Set when the claim wins: the row's partition key, which its outcome names.

@@ -229,3 +229,11 @@ def test_numbers_the_router_keeps_are_kept_exactly(payload: bytes) -> None:
     signal = parse_signal(_numbers(payload, payload))
     assert _values(orjson.dumps(signal.payload)) == _values(payload)
     assert _values(orjson.dumps(signal.metadata)) == _values(payload)
+
+
+def test_only_a_log_id_from_the_receive_time_is_not_deduplicable() -> None:
+    """No log_id and no timestamp: the derived log_id is unique; any other is deduplicable."""
+    body = b'{"sender_id": "u", "payload": {"m": 1}'
+    assert not parse_signal(body + b"}").deduplicable
+    assert parse_signal(body + b', "timestamp": "2026-12-06T10:00:00Z"}').deduplicable
+    assert parse_signal(body + b', "log_id": "given-1"}').deduplicable

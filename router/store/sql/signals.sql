@@ -10,7 +10,9 @@
 -- (midnight) still leave one row; the writer sends the batch sorted by log_id, so two
 -- batches take their locks in one order. A row is inserted only while its waiter still
 -- waits (`valid_before`, on the database's clock): a claim held up by a stall can never
--- land after its caller was told 503, nothing dispatched.
+-- land after its caller was told 503, nothing dispatched. A claim that is not `deduplicable`
+-- (its log_id derived from the receive time, which no other signal can carry) skips the
+-- lookup: on a table of daily partitions it is most of the statement's cost.
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, event_time,
                         routed_agents, trace_id, payload_hash, claim_token, claim_expires_at)
 SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata,
@@ -19,8 +21,10 @@ SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS u(log_id text, sender_id text, kind text, mode text, payload jsonb, metadata jsonb,
           event_time text, routed_agents jsonb, trace_id text, payload_hash text,
-          claim_token text, expires_in_s float8, valid_before float8)
-WHERE clock_timestamp() < to_timestamp(u.valid_before) AND lock_log_id(u.log_id) IS NULL
+          claim_token text, expires_in_s float8, valid_before float8, deduplicable boolean)
+WHERE clock_timestamp() < to_timestamp(u.valid_before)
+  -- CASE, not OR: its order of evaluation is guaranteed; a row without the flag is locked.
+  AND CASE WHEN u.deduplicable IS FALSE THEN true ELSE lock_log_id(u.log_id) IS NULL END
 ON CONFLICT DO NOTHING
 RETURNING log_id, created_at
 
@@ -47,7 +51,8 @@ WHERE log_id = ANY(%(log_ids)s::text[])
 -- written outcome with failed agents. The result says, per log_id, what was written.
 -- The claim's created_at names its partition; a row is inserted only when no partition holds
 -- the log_id (lock_log_id, as in claim_signals), so a lost claim taken over meanwhile by
--- another request is never doubled.
+-- another request is never doubled. A log_id that is not `deduplicable` has no other
+-- request to be taken over by: its row is the claim's, or it is lost.
 WITH u AS (
     SELECT c.*, o.status, o.response, o.attempts, o.latency_ms, o.dl_agents, o.dl_last_error,
            o.dl_attempts
@@ -57,7 +62,8 @@ WITH u AS (
          jsonb_to_record(o.claim)
          AS c(log_id text, sender_id text, kind text, mode text, payload jsonb,
               metadata jsonb, event_time text, routed_agents jsonb, trace_id text,
-              payload_hash text, claim_token text, created_at timestamptz)
+              payload_hash text, claim_token text, created_at timestamptz,
+              deduplicable boolean)
 ), finished AS (
     INSERT INTO signal_log AS s (log_id, sender_id, kind, status, mode, payload, metadata,
                                  event_time, routed_agents, trace_id, payload_hash,
@@ -66,7 +72,8 @@ WITH u AS (
            routed_agents, trace_id, payload_hash, claim_token, response, attempts, latency_ms,
            created_at
     FROM u
-    WHERE coalesce(lock_log_id(log_id) = created_at, true)
+    WHERE CASE WHEN deduplicable IS FALSE THEN true
+               ELSE coalesce(lock_log_id(log_id) = created_at, true) END
     ON CONFLICT (log_id, created_at) DO UPDATE
     SET status = excluded.status, response = excluded.response,
         attempts = excluded.attempts, latency_ms = excluded.latency_ms,

@@ -1,0 +1,103 @@
+"""Which claims pay for deduplication: the group-commit writer against a real PostgreSQL.
+
+lock_log_id takes a transaction's advisory lock on the log_id before it looks the log_id up in
+every partition. A test session holding that lock makes the lookup observable: a claim that
+pays for it waits for the session, a claim that skips it does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+import pytest_asyncio
+
+from router.store.writer import Claim, GroupCommitWriter, Outcome
+from router.store.writer_pool import open_writer_pool
+
+pytestmark = pytest.mark.asyncio
+
+
+def _claim(log_id: str, *, deduplicable: bool) -> Claim:
+    return Claim(
+        log_id=log_id,
+        sender_id="user_1",
+        kind="general",
+        mode="all",
+        payload={"message": "hello"},
+        metadata=None,
+        event_time=None,
+        routed_agents=["alpha"],
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        payload_hash="0" * 64,
+        claim_token=secrets.token_hex(8),
+        expires_in_s=30.0,
+        deduplicable=deduplicable,
+    )
+
+
+@pytest_asyncio.fixture
+async def writer(database_url: str) -> AsyncIterator[GroupCommitWriter]:
+    outcomes = await open_writer_pool(
+        database_url, max_size=2, statement_timeout_s=3.0, name="test-outcomes"
+    )
+    claims = await open_writer_pool(
+        database_url,
+        max_size=2,
+        synchronous_commit=False,
+        statement_timeout_s=3.0,
+        name="test-claims",
+    )
+    writer = GroupCommitWriter(outcomes, claim_pool=claims)
+    writer.start()
+    yield writer
+    await writer.stop()
+    await claims.close()
+    await outcomes.close()
+
+
+async def test_a_unique_log_id_skips_the_lookup_a_repeatable_one_waits_for_it(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """With the advisory lock of both log_ids held elsewhere, the claim of a receive-time
+    log_id commits at once; the claim of a client's log_id waits for the lock, then wins."""
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        for log_id in ("unique-1", "given-1"):
+            holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 14))", [log_id])
+        unique = writer.claim(_claim("unique-1", deduplicable=False), valid_for_s=10)
+        assert await asyncio.wait_for(unique, 2.0) is None  # won, not held up
+        given = writer.claim(_claim("given-1", deduplicable=True), valid_for_s=10)
+        await asyncio.sleep(0.5)
+        assert not given.done()  # lock_log_id is waiting for the holder
+        holder.execute("SELECT pg_advisory_unlock_all()")
+        assert await asyncio.wait_for(given, 2.0) is None
+        rows = holder.execute("SELECT log_id, status FROM signal_log ORDER BY log_id").fetchall()
+    assert rows == [("given-1", "in_flight"), ("unique-1", "in_flight")]
+
+
+def _delivered(claim: Claim) -> Outcome:
+    return Outcome(claim=claim, status="delivered", response=[], attempts=1, latency_ms=1.0)
+
+
+async def test_a_unique_log_ids_outcome_stands_alone_and_never_overwrites(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """Without the lookup, the outcome of a receive-time log_id still keeps both promises:
+    its claim lost (a crash), the whole row is written; its claim taken over (the sweeper
+    parked it as interrupted), nothing is."""
+    lost, taken = (
+        _claim("unique-lost", deduplicable=False),
+        _claim("unique-taken", deduplicable=False),
+    )
+    for claim in (lost, taken):
+        assert await writer.claim(claim, valid_for_s=10) is None
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute("DELETE FROM signal_log WHERE log_id = 'unique-lost'")
+        db.execute("UPDATE signal_log SET status = 'interrupted' WHERE log_id = 'unique-taken'")
+        assert (await writer.finish(_delivered(lost), retry_for_s=0)).written
+        assert not (await writer.finish(_delivered(taken), retry_for_s=0)).written
+        rows = db.execute("SELECT log_id, status FROM signal_log ORDER BY log_id").fetchall()
+    assert rows == [("unique-lost", "delivered"), ("unique-taken", "interrupted")]
