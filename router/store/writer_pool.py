@@ -112,7 +112,10 @@ async def open_writer_pool(
         server_settings=settings,
         init=init,
         reset=_keep_session,
-        max_inactive_connection_lifetime=300,
+        # Idle connections are kept (there are at most two): with min_size=0, closing them
+        # would make the first signal after a quiet spell pay a connect, introspection and
+        # clock measurement. A connection the server dropped is replaced on its next use.
+        max_inactive_connection_lifetime=0,
     )
     await pool
     return pool
