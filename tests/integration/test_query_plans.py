@@ -195,3 +195,24 @@ async def test_reads_are_never_prepared(spread_database: str) -> None:
     finally:
         await pool.close()
     assert not [s for s in prepared if "FROM signal_log" in s or "FROM dlq" in s], prepared
+
+
+def test_log_id_lookup_skips_the_days_ahead(database_url: str) -> None:
+    """lock_log_id's lookup, as the database holds it, prunes the empty partitions made ahead
+    of today when its cached plan starts, so a claim probes only days that can hold a row."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'lock_log_id'").fetchone()
+        assert row is not None
+        found = re.search(r"\(SELECT (.*?LIMIT 1)\)", row[0], re.S)
+        assert found is not None, row[0]
+        lookup = found.group(1).replace("= id", "= $1")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE lookup(text) AS SELECT {lookup}")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN EXECUTE lookup('x')"))
+        ahead = conn.execute(
+            "SELECT count(*) FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'signal_log'::regclass AND c.relname ~ '^signal_log_p[0-9]{8}$'"
+            " AND to_date(substr(c.relname, 13), 'YYYYMMDD') > (now() + interval '1 day')::date"
+        ).fetchone()
+    assert ahead is not None and ahead[0] >= 5, plan  # maintenance keeps 7 days ahead
+    assert f"Subplans Removed: {ahead[0]}" in plan, plan
