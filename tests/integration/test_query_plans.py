@@ -199,7 +199,8 @@ async def test_reads_are_never_prepared(spread_database: str) -> None:
 
 def test_log_id_lookup_skips_the_days_ahead(database_url: str) -> None:
     """lock_log_id's lookup, as the database holds it, prunes the empty partitions made ahead
-    of today when its cached plan starts, so a claim probes only days that can hold a row."""
+    of today when its cached plan starts, so a claim probes only days that can hold a row.
+    (Partitions are named by UTC day; one is pruned when it starts after now() + 1 day.)"""
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'lock_log_id'").fetchone()
         assert row is not None
@@ -212,7 +213,8 @@ def test_log_id_lookup_skips_the_days_ahead(database_url: str) -> None:
         ahead = conn.execute(
             "SELECT count(*) FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
             " WHERE i.inhparent = 'signal_log'::regclass AND c.relname ~ '^signal_log_p[0-9]{8}$'"
-            " AND to_date(substr(c.relname, 13), 'YYYYMMDD') > (now() + interval '1 day')::date"
+            " AND to_date(substr(c.relname, 13), 'YYYYMMDD')"
+            "     > (now() AT TIME ZONE 'UTC' + interval '1 day')::date"
         ).fetchone()
     assert ahead is not None and ahead[0] >= 5, plan  # maintenance keeps 7 days ahead
     assert f"Subplans Removed: {ahead[0]}" in plan, plan
