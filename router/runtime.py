@@ -104,11 +104,12 @@ async def open_runtime(config: AppConfig) -> Runtime:
         statement_timeout_s=budget.STATEMENT_TIMEOUT_S,
     )
     clock = DatabaseClock()
-    # Each lane flushes one statement at a time; the second connection is for what a flush
-    # sets off (a losing claim's lookup, voiding a late claim).
+    # Each lane keeps one connection (it flushes one statement at a time); the claims' other
+    # two serve what a flush sets off (a losing claim's lookup, voiding late claims), the
+    # outcomes' other one /health/ready.
     claim_pool = await open_writer_pool(
         url,
-        max_size=2,
+        max_size=3,
         synchronous_commit=False,
         statement_timeout_s=budget.CLAIM_STATEMENT_TIMEOUT_S,
         clock=clock,

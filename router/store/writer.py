@@ -24,7 +24,7 @@ from router.model import AgentOutcome, FinalStatus, LogStatus, StoredSignal
 from router.store.errors import DatabaseUnavailable, Overloaded, StoreError
 from router.store.observer import StoreObserver
 from router.store.queries import numbered
-from router.store.writer_pool import DatabaseClock, Pool, writer_connection
+from router.store.writer_pool import DatabaseClock, LaneConnection, Pool, writer_connection
 
 log = structlog.get_logger("router.store.writer")
 
@@ -219,20 +219,23 @@ class GroupCommitWriter:
     Two lanes, so a claim never waits behind a durable commit: claims go through
     `claim_pool`, whose sessions commit with synchronous_commit=off (a claim guards against
     the router dying; the outcome does not depend on it surviving a database crash);
-    outcomes through `pool`, durably. Both are asyncpg pools (store/writer_pool.py).
+    outcomes through `pool`, durably. Both are asyncpg pools (store/writer_pool.py); each
+    lane keeps one of its pool's connections, and `claim_pool` lends a second one to a
+    losing claim's lookup and a third to voiding late claims.
     """
 
     def __init__(
         self,
         pool: Pool,
         *,
-        claim_pool: Pool | None = None,
+        claim_pool: Pool,
         clock: DatabaseClock | None = None,
         metrics: StoreObserver | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
-        self._pool = pool
-        self._claim_pool = claim_pool or pool
+        self._claim_pool = claim_pool
+        self._claim_conn = LaneConnection(claim_pool)
+        self._outcome_conn = LaneConnection(pool)
         self._clock = clock or DatabaseClock()
         self._claims: _Lane[Claim, ExistingSignal | None] = _Lane(
             "claim-writer",
@@ -263,6 +266,8 @@ class GroupCommitWriter:
         """Flush what is queued (claims still awaited, every outcome), then end both lanes."""
         await self._claims.stop()
         await self._outcomes.stop()
+        await self._claim_conn.close()
+        await self._outcome_conn.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -287,8 +292,7 @@ class GroupCommitWriter:
     async def _flush_claims(self, batch: list[_Item[Claim, ExistingSignal | None]]) -> None:
         # Only a log_id's first claim in the batch is inserted; later ones lost already.
         first = _first_per_log_id([item.work for item in batch], lambda claim: claim.log_id)
-        async with writer_connection(self._claim_pool) as conn:
-            rows = await conn.fetch(numbered("claim_signals").sql, orjson.dumps(first))
+        rows = await self._claim_conn.fetch(numbered("claim_signals").sql, orjson.dumps(first))
         won: dict[str, datetime] = {row[0]: row[1] for row in rows}
         winners: list[_Item[Claim, ExistingSignal | None]] = []
         losers: list[_Item[Claim, ExistingSignal | None]] = []
@@ -341,8 +345,8 @@ class GroupCommitWriter:
         # One row per log_id in a statement (ON CONFLICT cannot touch a row twice); a second
         # outcome of one claim is a bug, and the first one written wins.
         rows = _first_per_log_id([item.work for item in batch], lambda o: o.claim.log_id)
-        async with writer_connection(self._pool) as conn:
-            finished = await conn.fetch(numbered("finish_signals").sql, orjson.dumps(rows))
+        finish = numbered("finish_signals").sql
+        finished = await self._outcome_conn.fetch(finish, orjson.dumps(rows))
         written = {row[0]: bool(row[1]) for row in finished}
         if any(written.values()):
             self.dead_letters_written.set()

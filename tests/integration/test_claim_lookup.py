@@ -46,7 +46,7 @@ async def writer(database_url: str) -> AsyncIterator[GroupCommitWriter]:
     )
     claims = await open_writer_pool(
         database_url,
-        max_size=2,
+        max_size=3,
         synchronous_commit=False,
         statement_timeout_s=3.0,
         name="test-claims",
