@@ -5,9 +5,11 @@ errors hold, for the agent called directly, the router with one worker and with 
 
 Each target gets its own stack (benches.stack: a migrated database, the demo agent, the router
 process) and a series of open-loop runs (loadtest.open_loop), each rate `step` times the last,
-until one misses; the last that held is its capacity. The router runs with the benches' one-
-agent table and the documented signal mix; the direct runs send the agent what the router
-forwards. One line per run, then the table.
+until one misses; the last that held is its capacity. A rate misses only when a second run at
+it misses too: one hiccup of a shared machine (a p99 is the 20th-worst of 2,000 answers at
+200/s) must not end the search. When the first rate misses, the rate halves until one holds.
+The router runs with the benches' one-agent table and the documented signal mix; the direct
+runs send the agent what the router forwards. One line per run, then the table.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from loadtest.open_loop import drive
 from loadtest.summary import Slo, Summary, summarize
 
 SLO = Slo(p50_ms=5.0, p99_ms=25.0, max_error_rate=1e-9)
+# Below this a target has no capacity worth reporting (and the halving stops).
+MIN_RATE = 10.0
 
 
 def _measure(url: str, body: Callable[[], bytes], rate: float, seconds: float) -> Summary:
@@ -30,19 +34,42 @@ def _measure(url: str, body: Callable[[], bytes], rate: float, seconds: float) -
     return summarize(recorder, SLO)
 
 
+def find_capacity(
+    holds: Callable[[float], bool],
+    *,
+    start: float,
+    step: float,
+    max_rate: float,
+    min_rate: float = MIN_RATE,
+) -> float:
+    """The highest rate of the series that held (0.0: none down to `min_rate`); `holds` runs
+    one rate once. A miss is run again before it counts."""
+
+    def confirmed(rate: float) -> bool:
+        return holds(rate) or holds(rate)
+
+    rate = start
+    while not confirmed(rate):
+        rate /= 2
+        if rate < min_rate:
+            return 0.0
+    held, rate = rate, rate * step
+    while rate <= max_rate and confirmed(rate):
+        held, rate = rate, rate * step
+    return held
+
+
 def _capacity(name: str, url: str, body: Callable[[], bytes], args: argparse.Namespace) -> float:
-    rate, held = args.start, 0.0
-    while rate <= args.max_rate:
+    def holds(rate: float) -> bool:
         s = _measure(url, body, rate, args.seconds)
         print(
             f"{name:18} {rate:>7,.0f}/s  p50 {s.p50_ms:6.2f}  p99 {s.p99_ms:7.2f} ms"
             f"  errors {s.errors:>4}  {'holds' if s.passed else 'misses'}",
             flush=True,
         )
-        if not s.passed:
-            break
-        held, rate = rate, rate * args.step
-    return held
+        return s.passed
+
+    return find_capacity(holds, start=args.start, step=args.step, max_rate=args.max_rate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
