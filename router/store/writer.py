@@ -172,7 +172,7 @@ class _Lane(Generic[W, R]):
 
     async def _flush_retrying(self, batch: list[_Item[W, R]]) -> None:
         """Flush; while the database is away, retry the items whose time allows it."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         for backoff in itertools.chain(RETRY_BACKOFF_S, itertools.repeat(RETRY_BACKOFF_S[-1])):
             error = await self._flush_safely(batch)
             if error is None:
