@@ -1,11 +1,15 @@
-"""The router against issue 13's bare reference endpoint, side by side in one run.
+"""The router against issue 13's bare reference and the contract floor, side by side in one run.
 
 #     python -m benches.compare_reference [--seconds 10] [--rounds 2]
 
-One stack (benches.stack: database, bench agent); the reference app (benches/reference_app.py)
-and the router run as their own processes on the same agent and PostgreSQL, driven in
-alternation by benches.driver at 32 connections and at one, each round both. Prints signals/s,
-CPU per signal and p50/p99 of each, and the ratios.
+One stack (benches.stack: database, bench agent). Three servers on the same agent and
+PostgreSQL, each its own process: the bare reference (benches/reference_app.py: does less
+than the contract asks), the contract floor (benches/contract_floor_app.py: the contract's
+four waits and nothing else) and the router. Driven in alternation by benches.driver at 32
+connections and at one, each round all three and the agent called directly at one. Prints
+signals/s, CPU per signal, p50/p99 and the p50 added over the agent at one connection, with
+the router's ratios to the reference and to the floor. Exit 1 if any answer was not 200: an
+error is cheaper than the work, and would flatter whoever gave it.
 """
 
 from __future__ import annotations
@@ -13,21 +17,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from benches.measure import drive
-from benches.stack import API_KEY, ROOT, ROUTE_BODY, Server, e2e_stack
+from benches.stack import AGENT_BODY, API_KEY, ROOT, ROUTE_BODY, Server, Stack, e2e_stack
 from tests.support import free_port, wait_http
 
+CONTESTANTS = ("reference", "floor", "router")
+FIGURES = ("rps", "cpu_us", "p50_ms", "p99_ms")
 
-def _reference(database_url: str, agent_url: str) -> Server:
+
+def _app_server(module: str, database_url: str, agent_url: str) -> Server:
+    """`python -m <module> --port P` with the stack's database and agent, ready to answer."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "AGENT_URL": agent_url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benches.reference_app", "--port", str(port)],
+        [sys.executable, "-m", module, "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -48,45 +57,91 @@ def phase_figures(server: Server, connections: int, seconds: float) -> dict[str,
         cpu_pids=server.pids,
         headers=[f"X-API-Key: {API_KEY}"],
     )
+    return _figures(phase)
+
+
+def _agent_figures(stack: Stack, seconds: float) -> dict[str, Any]:
+    """The agent called directly at one connection with what the router forwards."""
+    phase = drive(
+        stack.agent_url,
+        AGENT_BODY,
+        connections=1,
+        duration_s=seconds,
+        warmup_s=1.0,
+        cpu_pids=[stack.agent.proc.pid],
+    )
+    return _figures(phase)
+
+
+def _figures(phase: dict[str, Any]) -> dict[str, Any]:
     return {
         "rps": phase["rps"],
         "cpu_us": round(sum(phase["cpu_s"]) / phase["requests"] * 1e6, 1),
         "p50_ms": phase["p50_ms"],
         "p99_ms": phase["p99_ms"],
         "statuses": phase["statuses"],
+        "errors": phase["errors"],
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Alternate reference and router rounds; print the medians' table."""
+    """Alternate the three servers and the agent for --rounds rounds; print the medians."""
     parser = argparse.ArgumentParser(prog="python -m benches.compare_reference")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     runs: dict[str, list[dict[str, Any]]] = {}
+    failed: list[str] = []
     with e2e_stack() as stack:
-        reference = _reference(stack.database_url, stack.agent_url)
-        router = stack.router()
+        servers = {
+            "reference": _app_server("benches.reference_app", stack.database_url, stack.agent_url),
+            "floor": _app_server("benches.contract_floor_app", stack.database_url, stack.agent_url),
+            "router": stack.router(),
+        }
         try:
             for _ in range(args.rounds):
-                for name, server in (("reference", reference), ("router", router)):
+                runs.setdefault("agent_1", []).append(_agent_figures(stack, args.seconds))
+                for name, server in servers.items():
                     for connections in (32, 1):
-                        key = f"{name}_{connections}"
-                        runs.setdefault(key, []).append(
-                            phase_figures(server, connections, args.seconds)
-                        )
+                        phase = phase_figures(server, connections, args.seconds)
+                        runs.setdefault(f"{name}_{connections}", []).append(phase)
+                        if set(phase["statuses"]) != {"200"} or phase["errors"]:
+                            failed.append(
+                                f"{name} @{connections}: {phase['statuses']} {phase['errors']}"
+                            )
         finally:
-            router.stop()
-            reference.stop()
+            for server in servers.values():
+                server.stop()
     print(json.dumps(runs), file=sys.stderr)
-    print(f"{'':22}{'reference':>12}{'router':>12}{'router / ref':>14}")
+    print(_table(runs))
+    for line in failed:
+        print(f"not every answer was 200: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Medians of each figure per server, and the router's ratios to the reference and floor."""
+
+    def med(key: str, figure: str) -> float:
+        return float(statistics.median(r[figure] for r in runs[key]))
+
+    lines = [f"{'':22}" + "".join(f"{n:>12}" for n in CONTESTANTS) + f"{'/ ref':>9}{'/ floor':>9}"]
+    rows: list[tuple[str, list[float]]] = []
     for connections in (32, 1):
-        for figure in ("rps", "cpu_us", "p50_ms", "p99_ms"):
-            ref = sorted(r[figure] for r in runs[f"reference_{connections}"])
-            rou = sorted(r[figure] for r in runs[f"router_{connections}"])
-            a, b = ref[len(ref) // 2], rou[len(rou) // 2]
-            print(f"{figure + f' @{connections}':22}{a:>12,}{b:>12,}{b / a:>13.2f}x")
-    return 0
+        for figure in FIGURES:
+            rows.append(
+                (
+                    f"{figure} @{connections}",
+                    [med(f"{n}_{connections}", figure) for n in CONTESTANTS],
+                )
+            )
+    agent_p50 = med("agent_1", "p50_ms")
+    rows.append(("added_ms @1", [med(f"{n}_1", "p50_ms") - agent_p50 for n in CONTESTANTS]))
+    for label, (ref, floor, router) in rows:
+        cells = "".join(f"{v:>12,.2f}" for v in (ref, floor, router))
+        lines.append(f"{label:22}{cells}{router / ref:>8.2f}x{router / floor:>8.2f}x")
+    lines.append(f"agent direct p50 @1: {agent_p50:.3f} ms")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
