@@ -78,7 +78,7 @@ load-locust: $(STAMP)
 	  --users $(USERS) --spawn-rate $(USERS) --host $(HOST) --signals $(N) \
 	  --only-summary --loglevel WARNING
 
-## capacity: capacity at SLO for the agent direct and the router with 1 and 2 workers.
+## capacity: capacity at SLO for the agent direct, the contract floor and the router with 1 and 2 workers.
 capacity: $(STAMP)
 	$(BIN)/python -m loadtest.capacity
 

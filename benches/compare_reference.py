@@ -16,34 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from benches.measure import drive
-from benches.stack import AGENT_BODY, API_KEY, ROOT, ROUTE_BODY, Server, Stack, e2e_stack
-from tests.support import free_port, wait_http
+from benches.stack import AGENT_BODY, API_KEY, ROUTE_BODY, Server, Stack, e2e_stack, start_app
 
 CONTESTANTS = ("reference", "floor", "router")
 FIGURES = ("rps", "cpu_us", "p50_ms", "p99_ms")
-
-
-def _app_server(module: str, database_url: str, agent_url: str) -> Server:
-    """`python -m <module> --port P` with the stack's database and agent, ready to answer."""
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "AGENT_URL": agent_url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=60)
-    return Server(f"http://127.0.0.1:{port}/route", proc, [proc.pid])
 
 
 def phase_figures(server: Server, connections: int, seconds: float) -> dict[str, Any]:
@@ -94,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed: list[str] = []
     with e2e_stack() as stack:
         servers = {
-            "reference": _app_server("benches.reference_app", stack.database_url, stack.agent_url),
-            "floor": _app_server("benches.contract_floor_app", stack.database_url, stack.agent_url),
+            "reference": start_app("benches.reference_app", stack.database_url, stack.agent_url),
+            "floor": start_app("benches.contract_floor_app", stack.database_url, stack.agent_url),
             "router": stack.router(),
         }
         try:

@@ -183,6 +183,22 @@ def start_baseline() -> Server:
     return Server(f"{base}/floor", proc, [proc.pid])
 
 
+def start_app(module: str, database_url: str, agent_url: str) -> Server:
+    """`python -m <module> --port P` (the reference or the contract floor) on this database
+    and agent, ready to answer POST /route."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "AGENT_URL": agent_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=60)
+    return Server(f"http://127.0.0.1:{port}/route", proc, [proc.pid])
+
+
 @dataclass
 class Stack:
     """A running agent, floor app and database; routers are started per measurement."""
@@ -230,4 +246,4 @@ def e2e_stack() -> Iterator[Stack]:
             agent.stop()
 
 
-__all__ = ["AGENT_BODY", "API_KEY", "ROUTE_BODY", "Server", "Stack", "e2e_stack"]
+__all__ = ["AGENT_BODY", "API_KEY", "ROUTE_BODY", "Server", "Stack", "e2e_stack", "start_app"]

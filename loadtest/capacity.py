@@ -1,5 +1,6 @@
 """Capacity at SLO: the highest constant arrival rate at which p50 <= 5 ms, p99 <= 25 ms and no
-errors hold, for the agent called directly, the router with one worker and with two.
+errors hold, for the agent called directly, the contract floor, and the router with one worker
+and with two.
 
 #     python -m loadtest.capacity [--seconds 10] [--start 200] [--step 1.25]
 
@@ -9,7 +10,9 @@ until one misses; the last that held is its capacity. A rate misses only when a 
 it misses too: one hiccup of a shared machine (a p99 is the 20th-worst of 2,000 answers at
 200/s) must not end the search. When the first rate misses, the rate halves until one holds.
 The router runs with the benches' one-agent table and the documented signal mix; the direct
-runs send the agent what the router forwards. One line per run, then the table.
+runs send the agent what the router forwards. The contract floor (benches/contract_floor_app.py:
+the claim, the agent, the durable outcome and nothing else) gets the same mix: what the
+contract's four waits allow on this machine. One line per run, then the table.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from benches.stack import AGENT_BODY, API_KEY, e2e_stack
+from benches.stack import AGENT_BODY, API_KEY, e2e_stack, start_app
 from loadtest.mix import Mix
 from loadtest.open_loop import drive
 from loadtest.summary import Slo, Summary, summarize
@@ -84,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     found: dict[str, float] = {}
     with e2e_stack() as stack:
         found["agent direct"] = _capacity("agent direct", stack.agent_url, lambda: AGENT_BODY, args)
+        floor = start_app("benches.contract_floor_app", stack.database_url, stack.agent_url)
+        try:
+            found["contract floor"] = _capacity(
+                "contract floor", floor.url, lambda: mix.next()[1], args
+            )
+        finally:
+            floor.stop()
         for workers in (1, 2):
             router = stack.router(workers=workers)
             try:
