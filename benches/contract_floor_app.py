@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -88,6 +89,12 @@ class Lane:
                 continue
             for _, future in batch:
                 future.set_result(None)
+
+    async def close(self) -> None:
+        """Stop the writing task (what it had not written is dropped: a bench, not a router)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 class Floor:
@@ -161,7 +168,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             _state["floor"], conns = await _open(os.environ["DATABASE_URL"])
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await _state["floor"].client.close()
+            floor = _state.pop("floor")
+            await floor.claims.close()
+            await floor.outcomes.close()
+            await floor.client.close()
             for conn in conns:
                 await conn.close()
             await send({"type": "lifespan.shutdown.complete"})
