@@ -67,7 +67,8 @@ def _capacity(name: str, url: str, body: Callable[[], bytes], args: argparse.Nam
         s = _measure(url, body, rate, args.seconds)
         print(
             f"{name:18} {rate:>7,.0f}/s  p50 {s.p50_ms:6.2f}  p99 {s.p99_ms:7.2f} ms"
-            f"  errors {s.errors:>4}  {'holds' if s.passed else 'misses'}",
+            f"  errors {s.errors:>4}  {'holds' if s.passed else 'misses'}"
+            f"  (sent p99 {s.late_p99_ms:.2f} ms late)",
             flush=True,
         )
         return s.passed

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NOT_ERRORS = frozenset({200, 202, 409})
+# A generator whose p99 request went out later than this fell behind the rate it was given.
+BEHIND_SCHEDULE_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class Recorder:
     # Signals every agent took at its first attempt: the faults scenario's "kept its latency".
     first_attempt_ms: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
+    # An open-loop generator's: how far behind its schedule each request went out (negative:
+    # early, on the event loop's 1-ms timer grid). Apart from latency: the generator's, not
+    # the server's.
+    late_ms: list[float] = field(default_factory=list)
     first_sent: float | None = None
     last_done: float | None = None
 
@@ -91,6 +97,9 @@ class Summary:
     first_attempt_count: int
     first_attempt_p50_ms: float
     statuses: Mapping[int, int]
+    # NaN when the generator keeps no schedule (a closed loop).
+    late_p50_ms: float
+    late_p99_ms: float
     errors: int
     error_rate: float
     passed: bool
@@ -109,6 +118,8 @@ class Summary:
             "first_attempt_count": self.first_attempt_count,
             "first_attempt_p50_ms": round(self.first_attempt_p50_ms, 3),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "late_p50_ms": _rounded(self.late_p50_ms),
+            "late_p99_ms": _rounded(self.late_p99_ms),
             "errors": self.errors,
             "error_rate": self.error_rate,
             "slo": {
@@ -132,6 +143,7 @@ def summarize(recorder: Recorder, slo: Slo | None = None) -> Summary:
     error_rate = errors / requests if requests else 1.0
     p50 = percentile(latencies, 0.50)
     p99 = percentile(latencies, 0.99)
+    late = sorted(recorder.late_ms)
     return Summary(
         requests=requests,
         elapsed_s=elapsed,
@@ -143,6 +155,8 @@ def summarize(recorder: Recorder, slo: Slo | None = None) -> Summary:
         first_attempt_count=len(recorder.first_attempt_ms),
         first_attempt_p50_ms=percentile(sorted(recorder.first_attempt_ms), 0.50),
         statuses=dict(recorder.statuses),
+        late_p50_ms=percentile(late, 0.50),
+        late_p99_ms=percentile(late, 0.99),
         errors=errors,
         error_rate=error_rate,
         # NaN (nothing answered) compares False: no answers is a FAIL.
@@ -151,6 +165,11 @@ def summarize(recorder: Recorder, slo: Slo | None = None) -> Summary:
         and error_rate < slo.max_error_rate,
         slo=slo,
     )
+
+
+def _rounded(value: float) -> float | None:
+    """JSON has no NaN: a figure that does not apply is null."""
+    return None if math.isnan(value) else round(value, 3)
 
 
 def _status_line(statuses: Iterable[tuple[int, int]]) -> str:
@@ -184,6 +203,16 @@ def render(summary: Summary, title: str = "load summary") -> str:
             f"first attempt  p50 {s.first_attempt_p50_ms:.2f} ms over the {s.first_attempt_count}"
             " signals no agent had to retry"
         )
+    if not math.isnan(s.late_p99_ms):
+        lines.append(
+            f"sent           p50 {s.late_p50_ms:.2f}  p99 {s.late_p99_ms:.2f} ms behind schedule"
+            " (not counted in latency)"
+        )
+        if s.late_p99_ms > BEHIND_SCHEDULE_MS:
+            lines.append(
+                "               the generator fell behind: this machine could not send at this"
+                " rate, so the router saw less than asked"
+            )
     return "\n".join(
         [
             *lines,
