@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -11,6 +12,29 @@ from aiohttp import web
 from loadtest.open_loop import run
 from loadtest.summary import Recorder, Slo, render, summarize
 from tests.support import free_port
+
+
+async def _load(
+    handler: Callable[[web.Request], Awaitable[web.Response]], *, rate: float, duration_s: float
+) -> Recorder:
+    """The generator against `handler` served over loopback by aiohttp, in this loop."""
+    app = web.Application()
+    app.router.add_post("/route", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        return await run(
+            f"http://127.0.0.1:{port}/route",
+            lambda: b"{}",
+            [],
+            rate=rate,
+            duration_s=duration_s,
+            max_connections=64,
+        )
+    finally:
+        await runner.cleanup()
 
 
 @pytest.mark.asyncio
@@ -28,23 +52,7 @@ async def test_arrivals_keep_the_rate_whatever_the_answers_take() -> None:
         in_flight -= 1
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/route", slow)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        recorder = await run(
-            f"http://127.0.0.1:{port}/route",
-            lambda: b"{}",
-            [],
-            rate=100,
-            duration_s=1.0,
-            max_connections=64,
-        )
-    finally:
-        await runner.cleanup()
+    recorder = await _load(slow, rate=100, duration_s=1.0)
     summary = summarize(recorder)
     assert summary.statuses == {200: 100}
     assert summary.elapsed_s >= 1.0  # the last was due at 0.99 s and took 50 ms
@@ -62,24 +70,8 @@ async def test_the_generators_own_lag_is_reported_not_charged_to_the_server() ->
     async def immediate(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/route", immediate)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     asyncio.get_running_loop().call_later(0.25, time.sleep, 0.08)
-    try:
-        recorder = await run(
-            f"http://127.0.0.1:{port}/route",
-            lambda: b"{}",
-            [],
-            rate=100,
-            duration_s=0.6,
-            max_connections=64,
-        )
-    finally:
-        await runner.cleanup()
+    recorder = await _load(immediate, rate=100, duration_s=0.6)
     summary = summarize(recorder)
     assert summary.statuses == {200: 60}
     assert sum(late >= 45.0 for late in recorder.late_ms) >= 3
