@@ -12,9 +12,9 @@ queue it caused (what wrk2's correction for coordinated omission is for).
 
 Its latency counts from the moment the generator takes it up, a new connection's set-up
 included, not from when it was due: the event loop's timers fire on a 1-ms grid (uvloop) and
-on a shared machine the generator's own process wakes late, which measured 0.1-0.5 ms at p50
-and 1.3-2.3 ms at p99 at 20-200 signals/s here, early by up to 1.3 ms as often; charged to
-the router, that is a tenth of its 5-ms objective. How far behind schedule each request went
+on a shared machine the generator's own process wakes late: here, at 20-200 signals/s,
+0.1-0.5 ms late at p50 and 1.0-2.3 ms at p99, and up to 1.3 ms early. Charged to the
+router, that was up to a tenth of its 5-ms objective. How far behind schedule each request went
 out is recorded apart and printed, so a generator that could not keep the rate shows.
 Bodies are the documented mix (loadtest.mix). Prints the loadtest.summary verdict (p50 and
 p99 objectives, error rate); exit 1 on FAIL.

@@ -211,7 +211,7 @@ def render(summary: Summary, title: str = "load summary") -> str:
         if s.late_p99_ms > BEHIND_SCHEDULE_MS:
             lines.append(
                 "               the generator fell behind: this machine could not send at this"
-                " rate, so the router saw less than asked"
+                " rate, so the server saw less than was asked"
             )
     return "\n".join(
         [
