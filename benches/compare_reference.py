@@ -7,8 +7,10 @@ PostgreSQL, each its own process: the bare reference (benches/reference_app.py: 
 than the contract asks), the contract floor (benches/contract_floor_app.py: the contract's
 four waits and nothing else) and the router. Driven in alternation by benches.driver at 32
 connections and at one, each round all three and the agent called directly at one. Prints
-signals/s, CPU per signal, p50/p99 and the p50 added over the agent at one connection, with
-the router's ratios to the reference and to the floor. Exit 1 if any answer was not 200: an
+signals/s, CPU per signal, PostgreSQL's CPU per signal (every `postgres` process of this
+machine, over the same window; nan when the database runs elsewhere), p50/p99 and the p50
+added over the agent at one connection, with the router's ratios to the reference and to
+the floor. Exit 1 if any answer was not 200: an
 error is cheaper than the work, and would flatter whoever gave it.
 """
 
@@ -25,7 +27,9 @@ from benches.measure import drive
 from benches.stack import AGENT_BODY, API_KEY, ROUTE_BODY, Server, Stack, e2e_stack, start_app
 
 CONTESTANTS = ("reference", "floor", "router")
-FIGURES = ("rps", "cpu_us", "p50_ms", "p99_ms")
+FIGURES = ("rps", "cpu_us", "db_cpu_us", "p50_ms", "p99_ms")
+# PostgreSQL's processes, whose CPU each phase also reads: the database's share of a signal.
+DATABASE_COMMAND = "postgres"
 
 
 def phase_figures(server: Server, connections: int, seconds: float) -> dict[str, Any]:
@@ -37,6 +41,7 @@ def phase_figures(server: Server, connections: int, seconds: float) -> dict[str,
         duration_s=seconds,
         warmup_s=1.0,
         cpu_pids=server.pids,
+        cpu_comms=[DATABASE_COMMAND],
         headers=[f"X-API-Key: {API_KEY}"],
     )
     return _figures(phase)
@@ -56,9 +61,13 @@ def _agent_figures(stack: Stack, seconds: float) -> dict[str, Any]:
 
 
 def _figures(phase: dict[str, Any]) -> dict[str, Any]:
+    database_s = phase.get("cpu_comm_s", {}).get(DATABASE_COMMAND)
     return {
         "rps": phase["rps"],
         "cpu_us": round(sum(phase["cpu_s"]) / phase["requests"] * 1e6, 1),
+        "db_cpu_us": (
+            float("nan") if database_s is None else round(database_s / phase["requests"] * 1e6, 1)
+        ),
         "p50_ms": phase["p50_ms"],
         "p99_ms": phase["p99_ms"],
         "statuses": phase["statuses"],

@@ -6,10 +6,12 @@
 #
 #     python -m benches.driver --url http://127.0.0.1:8000/route --connections 32 \
 #         --duration 5 --warmup 1 --body '{"sender_id": ...}' --header 'X-API-Key: k' \
-#         --cpu-pid 1234
+#         --cpu-pid 1234 --cpu-comm postgres
 #
 # prints one JSON object: requests, rps, latency percentiles (ms), statuses, and the CPU
-# seconds the processes named by --cpu-pid used during the measured window.
+# seconds the processes named by --cpu-pid used during the measured window; with --cpu-comm,
+# also what every process of that command name used (a local PostgreSQL's backends, which
+# come and go, so no pid can name them).
 
 from __future__ import annotations
 
@@ -28,13 +30,41 @@ from urllib.parse import urlsplit
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of every thread of `pid` (from /proc/PID/stat)."""
+def _stat(pid: int | str) -> tuple[str, float]:
+    """The command name and user + system CPU seconds of every thread of `pid`, from
+    /proc/PID/stat."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
-    # The command name may hold spaces; the fields we want follow its closing parenthesis.
+    # The command name is in parentheses and may hold spaces: the fields we want follow it.
     fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+    return comm, (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of every thread of `pid`."""
+    return _stat(pid)[1]
+
+
+def command_cpu_s(comm: str) -> dict[int, float]:
+    """CPU seconds of every process whose command name is `comm`, by pid (empty: none runs)."""
+    found: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            name, cpu_s = _stat(entry)
+        except OSError:
+            continue  # exited since the listing
+        if name == comm:
+            found[int(entry)] = cpu_s
+    return found
+
+
+def used_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two readings of command_cpu_s: a process started meanwhile
+    counts whole; one that exited meanwhile is missed (its last reading is gone)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -180,6 +210,7 @@ async def run(
     warmup_s: float,
     requests: int | None,
     cpu_pids: Sequence[int],
+    cpu_comms: Sequence[str] = (),
     timeline: bool = False,
 ) -> dict[str, Any]:
     """Drive `url` and return the measured window's figures; connection i sends body i mod n."""
@@ -201,6 +232,7 @@ async def run(
         )
     await asyncio.sleep(warmup_s)
     cpu_before = [process_cpu_s(pid) for pid in cpu_pids]
+    comms_before = [command_cpu_s(comm) for comm in cpu_comms]
     started = shared.started = time.perf_counter()
     shared.measuring = True
     if requests is None:
@@ -210,6 +242,7 @@ async def run(
     shared.measuring = False
     elapsed = time.perf_counter() - started
     cpu_after = [process_cpu_s(pid) for pid in cpu_pids]
+    comms_after = [command_cpu_s(comm) for comm in cpu_comms]
     shared.stopping = True
     await asyncio.wait(closed, timeout=5)
 
@@ -230,6 +263,11 @@ async def run(
         "errors": dict(shared.errors),
         "cpu_s": [round(c, 3) for c in cpu],
         "cpu_us_per_request": [round(c / count * 1e6, 1) if count else None for c in cpu],
+        # None: no process of that name was seen (the database runs elsewhere).
+        "cpu_comm_s": {
+            comm: round(used_between(before, after), 3) if before or after else None
+            for comm, before, after in zip(cpu_comms, comms_before, comms_after, strict=True)
+        },
         "bodies": [_figures(sorted(one), elapsed) for one in shared.by_body],
         **({} if shared.timeline is None else {"timeline": shared.timeline}),
     }
@@ -260,6 +298,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("--cpu-pid", type=int, action="append", default=[])
     parser.add_argument(
+        "--cpu-comm",
+        action="append",
+        default=[],
+        help="also the CPU of every process with this command name (e.g. postgres)",
+    )
+    parser.add_argument(
         "--timeline", action="store_true", help="add [answered at s, latency s] of every request"
     )
     return parser
@@ -286,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warmup_s=args.warmup,
                 requests=args.requests,
                 cpu_pids=args.cpu_pid,
+                cpu_comms=args.cpu_comm,
                 timeline=args.timeline,
             )
         )

@@ -46,6 +46,7 @@ def drive(
     duration_s: float,
     warmup_s: float,
     cpu_pids: Sequence[int] = (),
+    cpu_comms: Sequence[str] = (),
     headers: Sequence[str] = (),
     timeline: bool = False,
 ) -> Phase:
@@ -70,6 +71,8 @@ def drive(
         command += ["--header", header]
     for pid in cpu_pids:
         command += ["--cpu-pid", str(pid)]
+    for comm in cpu_comms:
+        command += ["--cpu-comm", comm]
     if timeline:
         command.append("--timeline")
     done = subprocess.run(
