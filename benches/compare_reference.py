@@ -10,8 +10,8 @@ connections and at one, each round all three and the agent called directly at on
 signals/s, CPU per signal, PostgreSQL's CPU per signal (every `postgres` process of this
 machine, over the same window; nan when the database runs elsewhere), p50/p99 and the p50
 added over the agent at one connection, with the router's ratios to the reference and to
-the floor. Exit 1 if any answer was not 200: an
-error is cheaper than the work, and would flatter whoever gave it.
+the floor. Exit 1 if any answer was not 200: an error is cheaper than the work, and would
+flatter whoever gave it.
 """
 
 from __future__ import annotations
