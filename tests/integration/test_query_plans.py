@@ -10,10 +10,12 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from psycopg import sql
 
 from router.store import dlq, logs
 from router.store.pool import open_pool
 from router.store.queries import query
+from router.store.writer import _finish_claimed
 
 SEED_LOG = """
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, routed_agents,
@@ -67,6 +69,36 @@ def test_outcome_flush_touches_rows_by_index(database_url: str, plan_mode: str) 
     assert "Seq Scan on dlq" not in plan, plan
     assert "signal_log_pkey" in plan, plan  # the arbiter: the partitioned key
     assert "dlq_open_log_id_key" in plan, plan
+
+
+@pytest.mark.parametrize("plan_mode", ["auto", "force_generic_plan"])
+@pytest.mark.parametrize("lettered", [False, True])
+def test_outcome_update_finds_its_claim_by_index_in_its_partition(
+    database_url: str, plan_mode: str, lettered: bool
+) -> None:
+    """finish_claimed, as the writer sends it (numbered, on the claim's partition, prepared),
+    reads that partition alone, through an index, on a log of realistic size."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(SEED_LOG)
+        conn.execute("ANALYZE signal_log")
+        conn.execute(f"SET plan_cache_mode = {plan_mode}")
+        partition, created_at = conn.execute(
+            "SELECT tableoid::regclass::text, created_at FROM signal_log WHERE log_id = 'seed-2'"
+        ).fetchone() or ("", None)
+        outcome = {
+            **{"log_id": "seed-2", "created_at": created_at, "claim_token": None},
+            **{"status": "partial", "response": [], "attempts": 2, "latency_ms": 1.0},
+            **{"dl_agents": ["b"], "dl_last_error": "b: HTTP 503", "dl_attempts": 3},
+        }
+        conn.execute(f"PREPARE finish(jsonb) AS {_finish_claimed(partition, lettered=lettered)}")
+        # EXECUTE takes no bind parameters: the batch goes in as a literal.
+        batch = sql.Literal(orjson.dumps([outcome]).decode())
+        rows = conn.execute(sql.SQL("EXPLAIN EXECUTE finish({})").format(batch)).fetchall()
+    plan = "\n".join(r[0] for r in rows)
+    assert partition.startswith("signal_log_p"), partition
+    assert re.findall(r"Update on (\w+)", plan) == [partition], plan  # that one, no other
+    assert re.search(rf"Index Scan using {partition}_\w+ on {partition}", plan), plan
+    assert "Seq Scan on signal_log" not in plan, plan
 
 
 SEED_SPREAD_LOG = """

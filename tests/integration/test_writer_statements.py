@@ -1,0 +1,211 @@
+"""The group-commit writer's statements against a real PostgreSQL: which claims pay for
+deduplication, and how an outcome finds its row.
+
+lock_log_id takes a transaction's advisory lock on the log_id before it looks the log_id up in
+every partition. A test session holding that lock makes the lookup observable: a claim that
+pays for it waits for the session, a claim that skips it does not.
+
+An outcome updates its claim in the claim's own partition (finish_claimed); one whose claim
+is gone or taken goes through finish_signals. One flush can hold every case at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+import pytest_asyncio
+
+from router.store.writer import Claim, GroupCommitWriter, Outcome
+from router.store.writer_pool import open_writer_pool
+
+pytestmark = pytest.mark.asyncio
+
+
+def _claim(log_id: str, *, deduplicable: bool) -> Claim:
+    return Claim(
+        log_id=log_id,
+        sender_id="user_1",
+        kind="general",
+        mode="all",
+        payload={"message": "hello"},
+        metadata=None,
+        event_time=None,
+        routed_agents=["alpha"],
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        payload_hash="0" * 64,
+        claim_token=secrets.token_hex(8),
+        expires_in_s=30.0,
+        deduplicable=deduplicable,
+    )
+
+
+@pytest_asyncio.fixture
+async def writer(database_url: str) -> AsyncIterator[GroupCommitWriter]:
+    outcomes = await open_writer_pool(
+        database_url, max_size=2, statement_timeout_s=3.0, name="test-outcomes"
+    )
+    claims = await open_writer_pool(
+        database_url,
+        max_size=3,
+        synchronous_commit=False,
+        statement_timeout_s=3.0,
+        name="test-claims",
+    )
+    writer = GroupCommitWriter(outcomes, claim_pool=claims)
+    writer.start()
+    yield writer
+    await writer.stop()
+    await claims.close()
+    await outcomes.close()
+
+
+async def test_a_unique_log_id_skips_the_lookup_a_repeatable_one_waits_for_it(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """With the advisory lock of both log_ids held elsewhere, the claim of a receive-time
+    log_id commits at once; the claim of a client's log_id waits for the lock, then wins."""
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        for log_id in ("unique-1", "given-1"):
+            holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 14))", [log_id])
+        unique = writer.claim(_claim("unique-1", deduplicable=False), valid_for_s=10)
+        assert await asyncio.wait_for(unique, 2.0) is None  # won, not held up
+        given = writer.claim(_claim("given-1", deduplicable=True), valid_for_s=10)
+        await asyncio.sleep(0.5)
+        assert not given.done()  # lock_log_id is waiting for the holder
+        holder.execute("SELECT pg_advisory_unlock_all()")
+        assert await asyncio.wait_for(given, 2.0) is None
+        rows = holder.execute("SELECT log_id, status FROM signal_log ORDER BY log_id").fetchall()
+    assert rows == [("given-1", "in_flight"), ("unique-1", "in_flight")]
+
+
+def _delivered(claim: Claim) -> Outcome:
+    return Outcome(claim=claim, status="delivered", response=[], attempts=1, latency_ms=1.0)
+
+
+async def test_a_unique_log_ids_outcome_stands_alone_and_never_overwrites(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """Without the lookup, the outcome of a receive-time log_id still keeps both promises:
+    its claim lost (a crash), the whole row is written; its claim taken over (the sweeper
+    parked it as interrupted), nothing is."""
+    lost, taken = (
+        _claim("unique-lost", deduplicable=False),
+        _claim("unique-taken", deduplicable=False),
+    )
+    for claim in (lost, taken):
+        assert await writer.claim(claim, valid_for_s=10) is None
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute("DELETE FROM signal_log WHERE log_id = 'unique-lost'")
+        db.execute("UPDATE signal_log SET status = 'interrupted' WHERE log_id = 'unique-taken'")
+        assert (await writer.finish(_delivered(lost), retry_for_s=0)).written
+        assert not (await writer.finish(_delivered(taken), retry_for_s=0)).written
+        rows = db.execute("SELECT log_id, status FROM signal_log ORDER BY log_id").fetchall()
+    assert rows == [("unique-lost", "delivered"), ("unique-taken", "interrupted")]
+
+
+def _failed(claim: Claim) -> Outcome:
+    return Outcome(
+        claim=claim,
+        status="partial",
+        response=[],
+        attempts=3,
+        latency_ms=2.0,
+        dl_agents=["beta"],
+        dl_last_error="beta: HTTP 503",
+        dl_attempts=2,
+    )
+
+
+async def test_one_flush_updates_claims_in_place_and_falls_back_for_the_rest(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """Five outcomes in one flush: delivered and failed ones update their claims in place,
+    never waiting for lock_log_id's lock (held elsewhere meanwhile), the failed one's DLQ
+    entry built from the stored row; a lost claim is inserted whole; a taken one is left
+    alone; one whose partition name no longer exists is written through the parent; each
+    log_id ends as exactly one row."""
+    claims = {
+        name: _claim(f"flush-{name}", deduplicable=name != "lost")
+        for name in ("delivered", "failed", "lost", "taken", "renamed")
+    }
+    claims["failed"].payload = {"message": "kept", "deep": {"list": [1, 2.5, None]}}
+    claims["failed"].metadata = {"tenant": "t1"}
+    claims["failed"].event_time = "2026-11-23T10:00:00Z"
+    for claim in claims.values():
+        assert await writer.claim(claim, valid_for_s=10) is None
+        assert claim.partition is not None and claim.partition.startswith("signal_log_p")
+    claims["renamed"].partition = "signal_log_p19990101"
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute("DELETE FROM signal_log WHERE log_id = 'flush-lost'")
+        db.execute("UPDATE signal_log SET status = 'interrupted' WHERE log_id = 'flush-taken'")
+        for log_id in ("flush-delivered", "flush-failed"):
+            db.execute("SELECT pg_advisory_lock(hashtextextended(%s, 14))", [log_id])
+        futures = [
+            writer.finish(_delivered(claims["delivered"]), retry_for_s=0),
+            writer.finish(_failed(claims["failed"]), retry_for_s=0),
+            writer.finish(_delivered(claims["lost"]), retry_for_s=0),
+            writer.finish(_delivered(claims["taken"]), retry_for_s=0),
+            writer.finish(_delivered(claims["renamed"]), retry_for_s=0),
+        ]
+        recorded = await asyncio.wait_for(asyncio.gather(*futures), 3.0)
+        db.execute("SELECT pg_advisory_unlock_all()")
+        assert [(r.written, r.dead_lettered) for r in recorded] == [
+            (True, False),
+            (True, True),
+            (True, False),
+            (False, False),
+            (True, False),
+        ]
+        rows = db.execute(
+            "SELECT log_id, status, attempts, claim_expires_at IS NULL, payload"
+            " FROM signal_log ORDER BY log_id"
+        ).fetchall()
+        entry = db.execute(
+            "SELECT agents, payload, metadata, event_time, trace_id, last_error, attempts, kind"
+            " FROM dlq_open WHERE log_id = 'flush-failed'"
+        ).fetchall()
+    assert rows == [
+        ("flush-delivered", "delivered", 1, True, {"message": "hello"}),
+        ("flush-failed", "partial", 3, True, claims["failed"].payload),
+        ("flush-lost", "delivered", 1, True, {"message": "hello"}),
+        ("flush-renamed", "delivered", 1, True, {"message": "hello"}),
+        ("flush-taken", "interrupted", 0, False, {"message": "hello"}),
+    ]
+    assert entry == [
+        (
+            ["beta"],
+            claims["failed"].payload,
+            {"tenant": "t1"},
+            "2026-11-23T10:00:00Z",
+            "0af7651916cd43dd8448eb211c80319c",
+            "beta: HTTP 503",
+            2,
+            "general",
+        )
+    ]
+
+
+async def test_an_outcome_written_again_reports_success_and_changes_nothing(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """A retry of an outcome whose commit's answer was lost: written again, still one row,
+    still one DLQ entry; another request's outcome for the same claim (another token) is not
+    written."""
+    claim = _claim("again-1", deduplicable=True)
+    assert await writer.claim(claim, valid_for_s=10) is None
+    first = await writer.finish(_failed(claim), retry_for_s=0)
+    again = await writer.finish(_failed(claim), retry_for_s=0)
+    assert (first.written, first.dead_lettered) == (True, True)
+    assert (again.written, again.dead_lettered) == (True, False)
+    impostor = _claim("again-1", deduplicable=True)
+    impostor.created_at, impostor.partition = claim.created_at, claim.partition
+    assert not (await writer.finish(_delivered(impostor), retry_for_s=0)).written
+    with psycopg.connect(database_url, autocommit=True) as db:
+        rows = db.execute("SELECT status FROM signal_log WHERE log_id = 'again-1'").fetchall()
+        entries = db.execute("SELECT count(*) FROM dlq WHERE log_id = 'again-1'").fetchone()
+    assert rows == [("partial",)]
+    assert entries == (1,)
