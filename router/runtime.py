@@ -20,6 +20,7 @@ from router.auto_replay import AutoReplay
 from router.dispatch import Dispatcher
 from router.embedded_db import resolve_database_url
 from router.http11_client import Http11Client
+from router.logging import signal_line
 from router.metrics import Metrics
 from router.rate_limit import SenderLimiter
 from router.routing import RoutingTable
@@ -166,6 +167,9 @@ async def open_runtime(config: AppConfig) -> Runtime:
         outcome_timeout_s=settings.outcome_timeout_s,
         limiter=SenderLimiter(limit) if limit is not None else None,
         stats=latency_stats,
+        signal_line=signal_line(
+            settings.log_level, settings.log_format, asyncio.get_running_loop()
+        ),
     )
     maintenance = asyncio.create_task(
         _all(

@@ -21,6 +21,7 @@ from router.api.auth import ApiKeys
 from router.api.body import read_capped
 from router.api.errors import ApiError, error_body, from_store_error, retry_later
 from router.dispatch import Dispatcher, new_traceparent
+from router.logging import SignalLine
 from router.metrics import Metrics
 from router.model import (
     HTTP_FOR_STATUS,
@@ -70,6 +71,8 @@ class RoutePath:
     max_body_bytes: int
     outcome_timeout_s: float
     stats: LatencyStats
+    # The per-signal log line (router.logging.signal_line: buffered JSON by default).
+    signal_line: SignalLine
     limiter: SenderLimiter | None = None
     max_in_flight: int = 4096
     in_flight: int = field(default=0, init=False)
@@ -103,8 +106,9 @@ class RoutePath:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.responded(status)
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        log.info("signal", http_status=status, latency_ms=latency_ms, **fields)
+        fields["http_status"] = status
+        fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        self.signal_line(fields)
 
     async def _route(
         self, scope: Scope, receive: Receive, started: float, fields: dict[str, Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -68,3 +69,10 @@ def test_signal_line_carries_trace_and_outcome_not_payload(
     assert 0 < ok["latency_ms"] < 10_000
     assert rejected["status"] == "rejected" and rejected["error"] == "invalid_json"
     assert rejected["http_status"] == 400
+    # The same envelope as every structlog line of the file (written by another path).
+    others = [line for line in lines if line.get("event") != "signal"]
+    assert others, lines
+    iso_utc = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z"  # isoformat drops .000000
+    for line in [*signals, others[0]]:
+        assert re.fullmatch(iso_utc, line["timestamp"]), line
+        assert line["level"] in ("info", "warning"), line

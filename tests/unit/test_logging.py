@@ -1,15 +1,24 @@
-"""Stdlib records (uvicorn's, the libraries') rendered like the router's own lines."""
+"""Stdlib records (uvicorn's, the libraries') rendered like the router's own lines; the
+per-signal line, buffered per turn of the loop."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
+import structlog.testing
 
-from router.logging import stdlib_formatter, uvicorn_log_config
+from router.logging import (
+    BufferedSignalLines,
+    signal_line,
+    stdlib_formatter,
+    uvicorn_log_config,
+)
 
 
 @pytest.fixture
@@ -71,3 +80,52 @@ def test_uvicorn_log_config_sends_uvicorn_loggers_to_the_router_format() -> None
             "handlers": [],
             "propagate": True,
         }
+
+
+class _Stream(io.BytesIO):
+    """A binary stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, data: bytes, /) -> int:  # type: ignore[override]
+        self.writes += 1
+        return super().write(data)
+
+
+def test_signal_lines_of_one_loop_turn_leave_in_one_write_as_structlog_writes_them() -> None:
+    """Three lines queued in one turn: nothing written until the turn ends, then one write of
+    three JSON lines, in order, each with structlog's event, level and ISO UTC timestamp."""
+    stream = _Stream()
+
+    async def turn() -> None:
+        lines = BufferedSignalLines(stream, asyncio.get_running_loop())
+        for n in range(3):
+            lines({"log_id": f"l-{n}", "http_status": 200})
+        assert stream.writes == 0
+        await asyncio.sleep(0)
+        assert stream.writes == 1
+        lines({"log_id": "l-3", "http_status": 503})
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    parsed = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert stream.writes == 2
+    assert [p["log_id"] for p in parsed] == ["l-0", "l-1", "l-2", "l-3"]
+    for line in parsed:
+        assert (line["event"], line["level"]) == ("signal", "info")
+        # isoformat leaves out a zero fraction, as structlog's stamper does.
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", line["timestamp"])
+
+
+def test_signal_line_follows_the_level_and_format() -> None:
+    """Above info there is no line; console goes through structlog; json is buffered."""
+
+    async def build() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(signal_line("info", "json", loop), BufferedSignalLines)
+        signal_line("warning", "json", loop)({"log_id": "quiet"})
+        with structlog.testing.capture_logs() as logs:
+            signal_line("debug", "console", loop)({"log_id": "shown"})
+        assert logs == [{"event": "signal", "log_level": "info", "log_id": "shown"}]
+
+    asyncio.run(build())
