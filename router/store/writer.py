@@ -10,9 +10,7 @@ database outage until its own time limit.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,10 +50,8 @@ class Claim(StoredSignal):
     deduplicable: bool = True
     # Seconds, database clock; set by the writer from how long the caller will wait.
     valid_before: float = 0.0
-    # Set when the claim wins: the row's partition key, which its outcome names, and the
-    # partition's name (signal_log's leaf, as PostgreSQL quotes it), which its update targets.
+    # Set when the claim wins: the row's partition key, which its outcome names.
     created_at: datetime | None = None
-    partition: str | None = None
 
 
 @dataclass(slots=True)
@@ -297,12 +293,12 @@ class GroupCommitWriter:
         # Only a log_id's first claim in the batch is inserted; later ones lost already.
         first = _first_per_log_id([item.work for item in batch], lambda claim: claim.log_id)
         rows = await self._claim_conn.fetch(numbered("claim_signals").sql, orjson.dumps(first))
-        won: dict[str, tuple[datetime, str]] = {row[0]: (row[1], row[2]) for row in rows}
+        won: dict[str, datetime] = {row[0]: row[1] for row in rows}
         winners: list[_Item[Claim, ExistingSignal | None]] = []
         losers: list[_Item[Claim, ExistingSignal | None]] = []
         for item in batch:
-            if (row := won.pop(item.work.log_id, None)) is not None:
-                item.work.created_at, item.work.partition = row
+            if (created_at := won.pop(item.work.log_id, None)) is not None:
+                item.work.created_at = created_at
                 winners.append(item)
             else:
                 losers.append(item)
@@ -346,34 +342,12 @@ class GroupCommitWriter:
                 item.future.set_result(row)
 
     async def _flush_outcomes(self, batch: list[_Item[Outcome, Recorded]]) -> None:
-        # One row per log_id in a statement (a statement cannot touch a row twice); a second
+        # One row per log_id in a statement (ON CONFLICT cannot touch a row twice); a second
         # outcome of one claim is a bug, and the first one written wins.
         rows = _first_per_log_id([item.work for item in batch], lambda o: o.claim.log_id)
-        written: dict[str, bool] = {}
-        by_partition: dict[str | None, list[Outcome]] = {}
-        for outcome in rows:
-            by_partition.setdefault(outcome.claim.partition, []).append(outcome)
-        for partition, outcomes in by_partition.items():
-            lettered = any(outcome.dl_agents for outcome in outcomes)
-            try:
-                finished = await self._outcome_conn.fetch(
-                    _finish_claimed(partition, lettered=lettered),
-                    orjson.dumps([_change(outcome) for outcome in outcomes]),
-                )
-            except DatabaseUnavailable:
-                raise
-            except StoreError as exc:
-                # The partition is not there to update (gone, renamed): finish_signals below
-                # writes through the parent. A row the database refuses fails there too.
-                log.warning("outcome_update_failed", partition=partition, error=str(exc))
-                continue
-            written.update((row[0], bool(row[1])) for row in finished)
-        if len(written) < len(rows):
-            # Rare: a claim lost in a database crash (the row is inserted whole) or taken over.
-            rest = [outcome for outcome in rows if outcome.claim.log_id not in written]
-            finish = numbered("finish_signals").sql
-            finished = await self._outcome_conn.fetch(finish, orjson.dumps(rest))
-            written.update((row[0], bool(row[1])) for row in finished)
+        finish = numbered("finish_signals").sql
+        finished = await self._outcome_conn.fetch(finish, orjson.dumps(rows))
+        written = {row[0]: bool(row[1]) for row in finished}
         if any(written.values()):
             self.dead_letters_written.set()
         for item in batch:
@@ -401,41 +375,6 @@ class GroupCommitWriter:
             )
             for r in rows
         }
-
-
-# finish_claimed's target, replaced by the claim's partition.
-_PARENT_TARGET = "UPDATE signal_log AS s"
-# How PostgreSQL writes a plain (unquoted) table name, schema-qualified or not.
-_PLAIN_NAME = re.compile(r"(?:[a-z_][a-z0-9_$]*\.)?[a-z_][a-z0-9_$]*")
-
-
-@functools.lru_cache(maxsize=32)
-def _finish_claimed(partition: str | None, *, lettered: bool) -> str:
-    """finish_claimed (with the DLQ entries when `lettered`) on the claim's own partition.
-
-    The name is PostgreSQL's own text of the claim row's tableoid, never input; a name it
-    would have to quote keeps the parent as the target (correct, only slower)."""
-    sql = numbered("finish_claimed_lettered" if lettered else "finish_claimed").sql
-    if partition is None or _PLAIN_NAME.fullmatch(partition) is None:
-        return sql
-    return sql.replace(_PARENT_TARGET, f"UPDATE {partition} AS s", 1)
-
-
-def _change(outcome: Outcome) -> dict[str, Any]:
-    """What finish_claimed needs of an outcome: its claim's key and token, what changed."""
-    claim = outcome.claim
-    return {
-        "log_id": claim.log_id,
-        "created_at": claim.created_at,
-        "claim_token": claim.claim_token,
-        "status": outcome.status,
-        "response": outcome.response,
-        "attempts": outcome.attempts,
-        "latency_ms": outcome.latency_ms,
-        "dl_agents": outcome.dl_agents,
-        "dl_last_error": outcome.dl_last_error,
-        "dl_attempts": outcome.dl_attempts,
-    }
 
 
 T = TypeVar("T")

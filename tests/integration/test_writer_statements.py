@@ -5,8 +5,8 @@ lock_log_id takes a transaction's advisory lock on the log_id before it looks th
 every partition. A test session holding that lock makes the lookup observable: a claim that
 pays for it waits for the session, a claim that skips it does not.
 
-An outcome updates its claim in the claim's own partition (finish_claimed); one whose claim
-is gone or taken goes through finish_signals. One flush can hold every case at once.
+An outcome replaces its claim, is inserted whole when the claim is gone, and leaves a claim
+taken over alone; one flush can hold every case at once.
 """
 
 from __future__ import annotations
@@ -120,45 +120,36 @@ def _failed(claim: Claim) -> Outcome:
     )
 
 
-async def test_one_flush_updates_claims_in_place_and_falls_back_for_the_rest(
+async def test_one_flush_writes_each_outcome_by_what_became_of_its_claim(
     database_url: str, writer: GroupCommitWriter
 ) -> None:
-    """Five outcomes in one flush: delivered and failed ones update their claims in place,
-    never waiting for lock_log_id's lock (held elsewhere meanwhile), the failed one's DLQ
-    entry built from the stored row; a lost claim is inserted whole; a taken one is left
-    alone; one whose partition name no longer exists is written through the parent; each
-    log_id ends as exactly one row."""
+    """Four outcomes in one flush: a delivered and a failed one replace their claims (the
+    failed one with its DLQ entry, the signal's fields intact); a lost claim is inserted
+    whole; a taken one is left alone; each log_id ends as exactly one row."""
     claims = {
         name: _claim(f"flush-{name}", deduplicable=name != "lost")
-        for name in ("delivered", "failed", "lost", "taken", "renamed")
+        for name in ("delivered", "failed", "lost", "taken")
     }
     claims["failed"].payload = {"message": "kept", "deep": {"list": [1, 2.5, None]}}
     claims["failed"].metadata = {"tenant": "t1"}
     claims["failed"].event_time = "2026-11-23T10:00:00Z"
     for claim in claims.values():
         assert await writer.claim(claim, valid_for_s=10) is None
-        assert claim.partition is not None and claim.partition.startswith("signal_log_p")
-    claims["renamed"].partition = "signal_log_p19990101"
     with psycopg.connect(database_url, autocommit=True) as db:
         db.execute("DELETE FROM signal_log WHERE log_id = 'flush-lost'")
         db.execute("UPDATE signal_log SET status = 'interrupted' WHERE log_id = 'flush-taken'")
-        for log_id in ("flush-delivered", "flush-failed"):
-            db.execute("SELECT pg_advisory_lock(hashtextextended(%s, 14))", [log_id])
         futures = [
             writer.finish(_delivered(claims["delivered"]), retry_for_s=0),
             writer.finish(_failed(claims["failed"]), retry_for_s=0),
             writer.finish(_delivered(claims["lost"]), retry_for_s=0),
             writer.finish(_delivered(claims["taken"]), retry_for_s=0),
-            writer.finish(_delivered(claims["renamed"]), retry_for_s=0),
         ]
         recorded = await asyncio.wait_for(asyncio.gather(*futures), 3.0)
-        db.execute("SELECT pg_advisory_unlock_all()")
         assert [(r.written, r.dead_lettered) for r in recorded] == [
             (True, False),
             (True, True),
             (True, False),
             (False, False),
-            (True, False),
         ]
         rows = db.execute(
             "SELECT log_id, status, attempts, claim_expires_at IS NULL, payload"
@@ -172,7 +163,6 @@ async def test_one_flush_updates_claims_in_place_and_falls_back_for_the_rest(
         ("flush-delivered", "delivered", 1, True, {"message": "hello"}),
         ("flush-failed", "partial", 3, True, claims["failed"].payload),
         ("flush-lost", "delivered", 1, True, {"message": "hello"}),
-        ("flush-renamed", "delivered", 1, True, {"message": "hello"}),
         ("flush-taken", "interrupted", 0, False, {"message": "hello"}),
     ]
     assert entry == [
@@ -202,7 +192,7 @@ async def test_an_outcome_written_again_reports_success_and_changes_nothing(
     assert (first.written, first.dead_lettered) == (True, True)
     assert (again.written, again.dead_lettered) == (True, False)
     impostor = _claim("again-1", deduplicable=True)
-    impostor.created_at, impostor.partition = claim.created_at, claim.partition
+    impostor.created_at = claim.created_at
     assert not (await writer.finish(_delivered(impostor), retry_for_s=0)).written
     with psycopg.connect(database_url, autocommit=True) as db:
         rows = db.execute("SELECT status FROM signal_log WHERE log_id = 'again-1'").fetchall()

@@ -30,8 +30,6 @@ def test_every_writer_query_translates() -> None:
     for name, params in {
         "claim_signals": ("rows",),
         "finish_signals": ("rows",),
-        "finish_claimed": ("rows",),
-        "finish_claimed_lettered": ("rows",),
         "existing_signals": ("log_ids",),
         "void_claims": ("log_ids", "tokens"),
     }.items():

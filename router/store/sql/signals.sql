@@ -12,8 +12,7 @@
 -- waits (`valid_before`, on the database's clock): a claim held up by a stall can never
 -- land after its caller was told 503, nothing dispatched. A claim that is not `deduplicable`
 -- (its log_id derived from the receive time, which no other signal can carry) skips the
--- lookup: on a table of daily partitions it is most of the statement's cost. Each row won
--- comes back with its created_at and its partition's name, which the outcome's update names.
+-- lookup: on a table of daily partitions it is most of the statement's cost.
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, event_time,
                         routed_agents, trace_id, payload_hash, claim_token, claim_expires_at)
 SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata,
@@ -27,7 +26,7 @@ WHERE clock_timestamp() < to_timestamp(u.valid_before)
   -- CASE, not OR: its order of evaluation is guaranteed; a row without the flag is locked.
   AND CASE WHEN u.deduplicable IS FALSE THEN true ELSE lock_log_id(u.log_id) IS NULL END
 ON CONFLICT DO NOTHING
-RETURNING log_id, created_at, tableoid::regclass::text
+RETURNING log_id, created_at
 
 -- name: void_claims
 -- Claims that committed after their waiter had given up (it answered 503): nothing was
@@ -42,58 +41,6 @@ SELECT log_id, kind, status, payload_hash, trace_id, routed_agents, response,
        status = 'in_flight' AND claim_expires_at < now() AS abandoned
 FROM signal_log
 WHERE log_id = ANY(%(log_ids)s::text[])
-
--- name: finish_claimed
--- The common outcome: its claim is still there, in flight, this request's. Only what the
--- dispatch changed is sent (not the signal, which the claim holds), and the row is updated
--- in place through its key: PostgreSQL neither decodes the signal again nor takes ON
--- CONFLICT's path. The writer names the claim's own partition instead of signal_log (the
--- claim returned it), so the statement neither locks nor sets up every partition that
--- retention keeps. The same compare-and-set as finish_signals: this request's token, still
--- in flight, or already this very outcome (a retry after a commit whose answer was lost
--- reports success). An outcome this does not write (its claim lost in a database crash, or
--- taken over) goes to finish_signals, which decides between inserting it and leaving it.
-UPDATE signal_log AS s
-SET status = u.status, response = u.response, attempts = u.attempts,
-    latency_ms = u.latency_ms, claim_expires_at = NULL, updated_at = now()
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS u(log_id text, created_at timestamptz, claim_token text, status text, response jsonb,
-          attempts int, latency_ms float8)
-WHERE s.log_id = u.log_id AND s.created_at = u.created_at AND s.claim_token = u.claim_token
-  AND (s.status = 'in_flight' OR s.status = u.status)
-RETURNING s.log_id, false AS lettered
-
--- name: finish_claimed_lettered
--- finish_claimed for a batch in which an agent failed: the DLQ entry of each such outcome
--- is written in the same statement (so in the same commit), built from the row itself.
-WITH u AS (
-    SELECT *
-    FROM jsonb_to_recordset(%(rows)s::jsonb)
-         AS u(log_id text, created_at timestamptz, claim_token text, status text,
-              response jsonb, attempts int, latency_ms float8, dl_agents jsonb,
-              dl_last_error text, dl_attempts int)
-), finished AS (
-    UPDATE signal_log AS s
-    SET status = u.status, response = u.response, attempts = u.attempts,
-        latency_ms = u.latency_ms, claim_expires_at = NULL, updated_at = now()
-    FROM u
-    WHERE s.log_id = u.log_id AND s.created_at = u.created_at
-      AND s.claim_token = u.claim_token
-      AND (s.status = 'in_flight' OR s.status = u.status)
-    RETURNING s.log_id, s.sender_id, s.kind, s.mode, s.payload, s.metadata, s.event_time,
-              s.trace_id
-), lettered AS (
-    INSERT INTO dlq_open (log_id, sender_id, kind, agents, mode, payload, metadata, event_time,
-                          trace_id, last_error, attempts)
-    SELECT f.log_id, f.sender_id, f.kind, u.dl_agents, f.mode, f.payload, f.metadata,
-           f.event_time, f.trace_id, u.dl_last_error, u.dl_attempts
-    FROM finished AS f JOIN u USING (log_id)
-    WHERE u.dl_agents IS NOT NULL
-    ON CONFLICT (log_id) DO NOTHING
-    RETURNING log_id
-)
-SELECT f.log_id, l.log_id IS NOT NULL AS lettered
-FROM finished AS f LEFT JOIN lettered AS l USING (log_id)
 
 -- name: finish_signals
 -- The final, durable rows of a batch in ONE statement (one round trip, one atomic commit).
