@@ -147,7 +147,8 @@ class BufferedSignalLines:
         self._pending.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
 
     def flush(self) -> None:
-        """Write what is pending (also called at shutdown, after the last signal)."""
+        """Write what is pending: scheduled by the turn's first line, so it runs as that turn
+        of the loop ends (a draining router's loop keeps turning until the last answer)."""
         if self._pending:
             lines, self._pending = self._pending, []
             self._stream.write(b"".join(lines))
