@@ -38,7 +38,7 @@ def test_upgrade_downgrade_upgrade(server_url: str) -> None:
             assert [r[0] for r in conn.execute(TABLES)] == ["alembic_version"]
         migrate.upgrade(url)
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0005",)
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0006",)
             indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
         assert {
             "signal_log_sender_created",

@@ -19,6 +19,8 @@ import psycopg
 import pytest
 import pytest_asyncio
 
+from router.store.errors import StoreError
+from router.store.queries import query
 from router.store.writer import Claim, GroupCommitWriter, Outcome
 from router.store.writer_pool import open_writer_pool
 
@@ -199,3 +201,42 @@ async def test_an_outcome_written_again_reports_success_and_changes_nothing(
         entries = db.execute("SELECT count(*) FROM dlq WHERE log_id = 'again-1'").fetchone()
     assert rows == [("partial",)]
     assert entries == (1,)
+
+
+async def test_a_value_outside_the_logs_vocabulary_is_refused_and_fails_only_its_row(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """signal_log's status, mode and latency are checked by the types the writers' statements
+    read them as (migration 0006): a claim of an unknown mode, an outcome of an unknown status
+    or of a negative latency fails, and the rows flushed beside it are written."""
+    bad_mode = _claim("vocab-mode", deduplicable=False)
+    bad_mode.mode = "sometimes"  # type: ignore[assignment]
+    good = _claim("vocab-good", deduplicable=False)
+    claimed = [writer.claim(c, valid_for_s=10) for c in (bad_mode, good)]
+    results = await asyncio.wait_for(asyncio.gather(*claimed, return_exceptions=True), 3.0)
+    assert isinstance(results[0], StoreError) and "signal_mode" in str(results[0])
+    assert results[1] is None
+    bad_status = _delivered(good)
+    bad_status.status = "done"  # type: ignore[assignment]
+    with pytest.raises(StoreError, match="signal_status"):
+        await writer.finish(bad_status, retry_for_s=0)
+    negative = _delivered(good)
+    negative.latency_ms = -1.0
+    with pytest.raises(StoreError, match="latency_ms"):
+        await writer.finish(negative, retry_for_s=0)
+    assert (await writer.finish(_delivered(good), retry_for_s=0)).written
+    with psycopg.connect(database_url, autocommit=True) as db:
+        rows = db.execute("SELECT log_id, status, mode FROM signal_log").fetchall()
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation, match="signal_status"):
+            db.execute(
+                query("dlq_settle_signals"),
+                {
+                    "log_id": ["vocab-good"],
+                    "status": ["resolved"],
+                    "response": ["[]"],
+                    "attempts": [1],
+                    "read_status": ["delivered"],
+                    "read_updated_at": [None],
+                },
+            )
+    assert rows == [("vocab-good", "delivered", "all")]

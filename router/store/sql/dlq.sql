@@ -120,10 +120,11 @@ WHERE d.id = ANY(%(id)s::bigint[]) AND d.id = u.id
 -- name: dlq_settle_signals
 -- A compare-and-set on what the replay read when it claimed the entry: a row that changed
 -- since (or a claim still in flight, which belongs to the route path) is never overwritten.
+-- status is read as signal_status, which checks signal_log's vocabulary (migration 0006).
 UPDATE signal_log AS s
 SET status = u.status, response = u.response::jsonb, attempts = s.attempts + u.attempts,
     updated_at = now()
-FROM unnest(%(log_id)s::text[], %(status)s::text[], %(response)s::text[], %(attempts)s::int[],
+FROM unnest(%(log_id)s::text[], %(status)s::signal_status[], %(response)s::text[], %(attempts)s::int[],
             %(read_status)s::text[], %(read_updated_at)s::timestamptz[])
      AS u(log_id, status, response, attempts, read_status, read_updated_at)
 WHERE s.log_id = ANY(%(log_id)s::text[]) AND s.log_id = u.log_id AND s.status <> 'in_flight'

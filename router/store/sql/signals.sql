@@ -12,16 +12,18 @@
 -- waits (`valid_before`, on the database's clock): a claim held up by a stall can never
 -- land after its caller was told 503, nothing dispatched. A claim that is not `deduplicable`
 -- (its log_id derived from the receive time, which no other signal can carry) skips the
--- lookup: on a table of daily partitions it is most of the statement's cost.
+-- lookup: on a table of daily partitions it is most of the statement's cost. mode is read
+-- as its enum type: signal_log's vocabulary is checked where rows come in (migration 0006).
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, event_time,
                         routed_agents, trace_id, payload_hash, claim_token, claim_expires_at)
 SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata,
        u.event_time, u.routed_agents, u.trace_id, u.payload_hash, u.claim_token,
        now() + make_interval(secs => u.expires_in_s)
 FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS u(log_id text, sender_id text, kind text, mode text, payload jsonb, metadata jsonb,
-          event_time text, routed_agents jsonb, trace_id text, payload_hash text,
-          claim_token text, expires_in_s float8, valid_before float8, deduplicable boolean)
+     AS u(log_id text, sender_id text, kind text, mode signal_mode, payload jsonb,
+          metadata jsonb, event_time text, routed_agents jsonb, trace_id text,
+          payload_hash text, claim_token text, expires_in_s float8, valid_before float8,
+          deduplicable boolean)
 WHERE clock_timestamp() < to_timestamp(u.valid_before)
   -- CASE, not OR: its order of evaluation is guaranteed; a row without the flag is locked.
   AND CASE WHEN u.deduplicable IS FALSE THEN true ELSE lock_log_id(u.log_id) IS NULL END
@@ -52,15 +54,16 @@ WHERE log_id = ANY(%(log_ids)s::text[])
 -- The claim's created_at names its partition; a row is inserted only when no partition holds
 -- the log_id (lock_log_id, as in claim_signals), so a lost claim taken over meanwhile by
 -- another request is never doubled. A log_id that is not `deduplicable` has no other
--- request to be taken over by: its row is the claim's, or it is lost.
+-- request to be taken over by: its row is the claim's, or it is lost. status, mode and
+-- latency_ms are read as the types that check signal_log's vocabulary (migration 0006).
 WITH u AS (
     SELECT c.*, o.status, o.response, o.attempts, o.latency_ms, o.dl_agents, o.dl_last_error,
            o.dl_attempts
     FROM jsonb_to_recordset(%(rows)s::jsonb)
-         AS o(claim jsonb, status text, response jsonb, attempts int, latency_ms float8,
-              dl_agents jsonb, dl_last_error text, dl_attempts int),
+         AS o(claim jsonb, status signal_status, response jsonb, attempts int,
+              latency_ms latency_ms, dl_agents jsonb, dl_last_error text, dl_attempts int),
          jsonb_to_record(o.claim)
-         AS c(log_id text, sender_id text, kind text, mode text, payload jsonb,
+         AS c(log_id text, sender_id text, kind text, mode signal_mode, payload jsonb,
               metadata jsonb, event_time text, routed_agents jsonb, trace_id text,
               payload_hash text, claim_token text, created_at timestamptz,
               deduplicable boolean)
