@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import LiteralString
 
@@ -72,3 +72,29 @@ def to_numbered(sql: str) -> NumberedQuery:
 def numbered(name: str) -> NumberedQuery:
     """The named query for asyncpg (the .sql files use psycopg's `%(name)s`)."""
     return to_numbered(query(name))
+
+
+# The log's parent table, and a table name as PostgreSQL prints a regclass in the default
+# search_path: plain, lower case, maybe schema-qualified (anything else is never spliced).
+LOG_TABLE = "signal_log"
+_PLAIN_TABLE = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+
+
+def is_plain_table(name: str) -> bool:
+    """True for a table name finish_query may write into the SQL text as it is."""
+    return _PLAIN_TABLE.fullmatch(name) is not None
+
+
+def finish_query(partition: str, *, lettering: bool) -> str:
+    """finish_signals into `partition` (a name the database gave, never user input), ended
+    by the answer that writes DLQ entries when `lettering`, else by the one that has none."""
+    if not is_plain_table(partition):
+        raise ValueError(f"not a plain table name: {partition!r}")
+    answer = query("finish_answer_lettering" if lettering else "finish_answer")
+    return query("finish_signals").replace("{partition}", partition) + "\n" + answer
+
+
+@lru_cache(maxsize=16)
+def finish_statement(partition: str, lettering: bool) -> NumberedQuery:
+    """finish_query for asyncpg; one text per partition and answer (a day's two, mostly)."""
+    return to_numbered(finish_query(partition, lettering=lettering))

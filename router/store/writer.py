@@ -23,7 +23,7 @@ import structlog
 from router.model import AgentOutcome, FinalStatus, LogStatus, StoredSignal
 from router.store.errors import DatabaseUnavailable, Overloaded, StoreError
 from router.store.observer import StoreObserver
-from router.store.queries import numbered
+from router.store.queries import LOG_TABLE, finish_statement, is_plain_table, numbered
 from router.store.writer_pool import DatabaseClock, LaneConnection, Pool, writer_connection
 
 log = structlog.get_logger("router.store.writer")
@@ -50,8 +50,10 @@ class Claim(StoredSignal):
     deduplicable: bool = True
     # Seconds, database clock; set by the writer from how long the caller will wait.
     valid_before: float = 0.0
-    # Set when the claim wins: the row's partition key, which its outcome names.
+    # Set when the claim wins: the row's partition key, which its outcome names, and the
+    # partition that holds it, which the outcome is written into.
     created_at: datetime | None = None
+    partition: str = LOG_TABLE
 
 
 @dataclass(slots=True)
@@ -293,12 +295,14 @@ class GroupCommitWriter:
         # Only a log_id's first claim in the batch is inserted; later ones lost already.
         first = _first_per_log_id([item.work for item in batch], lambda claim: claim.log_id)
         rows = await self._claim_conn.fetch(numbered("claim_signals").sql, orjson.dumps(first))
-        won: dict[str, datetime] = {row[0]: row[1] for row in rows}
+        won: dict[str, tuple[datetime, str]] = {row[0]: (row[1], row[2]) for row in rows}
         winners: list[_Item[Claim, ExistingSignal | None]] = []
         losers: list[_Item[Claim, ExistingSignal | None]] = []
         for item in batch:
-            if (created_at := won.pop(item.work.log_id, None)) is not None:
-                item.work.created_at = created_at
+            if (row := won.pop(item.work.log_id, None)) is not None:
+                item.work.created_at, partition = row
+                # A name that cannot be spliced into SQL as it is: the parent routes the row.
+                item.work.partition = partition if is_plain_table(partition) else LOG_TABLE
                 winners.append(item)
             else:
                 losers.append(item)
@@ -345,9 +349,17 @@ class GroupCommitWriter:
         # One row per log_id in a statement (ON CONFLICT cannot touch a row twice); a second
         # outcome of one claim is a bug, and the first one written wins.
         rows = _first_per_log_id([item.work for item in batch], lambda o: o.claim.log_id)
-        finish = numbered("finish_signals").sql
-        finished = await self._outcome_conn.fetch(finish, orjson.dumps(rows))
-        written = {row[0]: bool(row[1]) for row in finished}
+        # One statement per partition: a batch spans two only around midnight. Should the
+        # second fail, the retry writes the first's again, which changes nothing.
+        by_partition: dict[str, list[Outcome]] = {}
+        for outcome in rows:
+            by_partition.setdefault(outcome.claim.partition, []).append(outcome)
+        written: dict[str, bool] = {}
+        for partition, outcomes in by_partition.items():
+            lettering = any(outcome.dl_agents is not None for outcome in outcomes)
+            finish = finish_statement(partition, lettering).sql
+            for row in await self._outcome_conn.fetch(finish, orjson.dumps(outcomes)):
+                written[row[0]] = bool(row[1])
         if any(written.values()):
             self.dead_letters_written.set()
         for item in batch:

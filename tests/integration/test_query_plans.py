@@ -13,8 +13,9 @@ import pytest
 from psycopg import sql
 
 from router.store import dlq, logs
+from router.store.partitions import partition_name
 from router.store.pool import open_pool
-from router.store.queries import numbered, query
+from router.store.queries import LOG_TABLE, finish_query, finish_statement, numbered, query
 
 SEED_LOG = """
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, routed_agents,
@@ -41,10 +42,16 @@ def _plan(conn: psycopg.Connection[Any], sql: str, params: Mapping[str, object])
     return "\n".join(r[0] for r in rows)
 
 
+def _todays_partition() -> str:
+    """The partition the route path's claims of today land in (and their outcomes go to)."""
+    return partition_name(LOG_TABLE, datetime.now(UTC).date())
+
+
 @pytest.mark.parametrize("plan_mode", ["auto", "force_generic_plan"])
 def test_outcome_flush_touches_rows_by_index(database_url: str, plan_mode: str) -> None:
     """finish_signals updates the log by primary key and resolves DLQ entries by log_id,
-    never scanning either table, whether the plan is custom or generic (prepared)."""
+    never scanning either table, whether the plan is custom or generic (prepared), written
+    into the claims' partition as the writer does or through the parent."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(SEED_LOG)
         conn.execute(SEED_DLQ)
@@ -63,14 +70,22 @@ def test_outcome_flush_touches_rows_by_index(database_url: str, plan_mode: str) 
             "log_ids": ["seed-2", "seed-3"],
             "delivered_ids": ["seed-2"],
         }
-        plan = _plan(conn, query("finish_signals"), params)
-    assert "Seq Scan on signal_log" not in plan, plan
-    assert "Seq Scan on dlq" not in plan, plan
-    assert "signal_log_pkey" in plan, plan  # the arbiter: the partitioned key
-    assert "dlq_open_log_id_key" in plan, plan
+        partition = conn.execute(
+            "SELECT tableoid::regclass::text FROM signal_log WHERE log_id = 'seed-2'"
+        ).fetchone()
+        assert partition is not None and partition[0] == _todays_partition()
+        plans = {
+            table: _plan(conn, finish_query(table, lettering=True), params)
+            for table in (LOG_TABLE, partition[0])
+        }
+    for table, plan in plans.items():
+        assert "Seq Scan on signal_log" not in plan, plan
+        assert "Seq Scan on dlq" not in plan, plan
+        assert f"{table}_pkey" in plan, plan  # the arbiter: the key of the table written
+        assert "dlq_open_log_id_key" in plan, plan
 
 
-@pytest.mark.parametrize("name", ["claim_signals", "finish_signals"])
+@pytest.mark.parametrize("name", ["claim_signals", "finish_answer", "finish_answer_lettering"])
 def test_route_writes_stay_keyed_with_statistics_of_an_empty_log(
     database_url: str, name: str
 ) -> None:
@@ -83,7 +98,12 @@ def test_route_writes_stay_keyed_with_statistics_of_an_empty_log(
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ANALYZE signal_log")
         conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn.execute(f"PREPARE write(jsonb) AS {numbered(name).sql}")
+        statement = (
+            numbered(name).sql
+            if name == "claim_signals"
+            else finish_statement(_todays_partition(), name == "finish_answer_lettering").sql
+        )
+        conn.execute(f"PREPARE write(jsonb) AS {statement}")
         conn.execute(sql.SQL("EXPLAIN EXECUTE write({})").format(sql.Literal("[]")))
         conn.execute(SEED_LOG)
         rows = conn.execute(

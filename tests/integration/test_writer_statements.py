@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
 
 import psycopg
 import pytest
 import pytest_asyncio
 
 from router.store.errors import StoreError
-from router.store.queries import query
+from router.store.partitions import partition_name
+from router.store.queries import LOG_TABLE, query
 from router.store.writer import Claim, GroupCommitWriter, Outcome
 from router.store.writer_pool import open_writer_pool
 
@@ -240,3 +242,42 @@ async def test_a_value_outside_the_logs_vocabulary_is_refused_and_fails_only_its
                 },
             )
     assert rows == [("vocab-good", "delivered", "all")]
+
+
+async def test_a_flush_spanning_midnight_writes_each_outcome_into_its_claims_partition(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """Outcomes go straight into the partition their claim returned; a flush holding claims
+    of two days writes each into its own, both durable, with their DLQ entry."""
+    today = _claim("midnight-today", deduplicable=True)
+    assert await writer.claim(today, valid_for_s=10) is None
+    tomorrow = _claim("midnight-tomorrow", deduplicable=True)
+    next_day = datetime.now(UTC).date() + timedelta(days=1)
+    tomorrow.created_at = datetime.combine(next_day, time(0, 0, 1), UTC)
+    tomorrow.partition = partition_name(LOG_TABLE, next_day)
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload,"
+            " routed_agents, trace_id, payload_hash, claim_token, created_at)"
+            " VALUES (%s, 'user_1', 'general', 'in_flight', 'all', '{}', '[\"alpha\"]', 't',"
+            " %s, %s, %s)",
+            [tomorrow.log_id, tomorrow.payload_hash, tomorrow.claim_token, tomorrow.created_at],
+        )
+        assert today.partition == partition_name(LOG_TABLE, datetime.now(UTC).date())
+        recorded = await asyncio.wait_for(
+            asyncio.gather(
+                writer.finish(_delivered(today), retry_for_s=0),
+                writer.finish(_failed(tomorrow), retry_for_s=0),
+            ),
+            3.0,
+        )
+        rows = db.execute(
+            "SELECT log_id, status, tableoid::regclass::text FROM signal_log ORDER BY log_id"
+        ).fetchall()
+        entries = db.execute("SELECT log_id FROM dlq").fetchall()
+    assert [(r.written, r.dead_lettered) for r in recorded] == [(True, False), (True, True)]
+    assert rows == [
+        ("midnight-today", "delivered", today.partition),
+        ("midnight-tomorrow", "partial", tomorrow.partition),
+    ]
+    assert entries == [("midnight-tomorrow",)]

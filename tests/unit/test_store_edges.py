@@ -12,7 +12,14 @@ from router.store.errors import (
     StoreError,
     wrap_database_errors,
 )
-from router.store.queries import numbered, query, to_numbered
+from router.store.queries import (
+    finish_query,
+    finish_statement,
+    is_plain_table,
+    numbered,
+    query,
+    to_numbered,
+)
 
 
 def test_numbered_query_numbers_each_name_once_in_order_of_first_use() -> None:
@@ -29,13 +36,34 @@ def test_every_writer_query_translates() -> None:
     """The lanes' statements have no placeholder left over and take the parameters they name."""
     for name, params in {
         "claim_signals": ("rows",),
-        "finish_signals": ("rows",),
         "existing_signals": ("log_ids",),
         "void_claims": ("log_ids", "tokens"),
     }.items():
         translated = numbered(name)
         assert translated.params == params, name
         assert "%(" not in translated.sql and "%(" in query(name), name
+    for lettering in (False, True):
+        finish = finish_statement("signal_log_p20261207", lettering)
+        assert finish.params == ("rows",)
+        assert "INSERT INTO signal_log_p20261207 AS s" in finish.sql
+        assert ("INSERT INTO dlq_open" in finish.sql) is lettering
+        assert "{" not in finish.sql and "%(" not in finish.sql
+
+
+@pytest.mark.parametrize(
+    "name", ["signal_log", "public.signal_log_p20261207", "signal_log_default"]
+)
+def test_a_plain_table_name_is_written_into_the_outcome_statement(name: str) -> None:
+    assert f"INSERT INTO {name} AS s" in finish_query(name, lettering=False)
+
+
+@pytest.mark.parametrize(
+    "name", ['"Odd"', "x; DROP TABLE dlq", "signal_log p1", "", "Signal_Log", "a.b.c"]
+)
+def test_a_name_that_is_not_a_plain_table_never_reaches_sql_text(name: str) -> None:
+    assert not is_plain_table(name)
+    with pytest.raises(ValueError, match="not a plain table name"):
+        finish_query(name, lettering=True)
 
 
 def _postgres_error(sqlstate: str) -> asyncpg.PostgresError:

@@ -14,6 +14,7 @@
 -- (its log_id derived from the receive time, which no other signal can carry) skips the
 -- lookup: on a table of daily partitions it is most of the statement's cost. mode is read
 -- as its enum type: signal_log's vocabulary is checked where rows come in (migration 0006).
+-- A won claim returns its partition, which its outcome is written into.
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, event_time,
                         routed_agents, trace_id, payload_hash, claim_token, claim_expires_at)
 SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata,
@@ -28,7 +29,7 @@ WHERE clock_timestamp() < to_timestamp(u.valid_before)
   -- CASE, not OR: its order of evaluation is guaranteed; a row without the flag is locked.
   AND CASE WHEN u.deduplicable IS FALSE THEN true ELSE lock_log_id(u.log_id) IS NULL END
 ON CONFLICT DO NOTHING
-RETURNING log_id, created_at
+RETURNING log_id, created_at, tableoid::regclass::text
 
 -- name: void_claims
 -- Claims that committed after their waiter had given up (it answered 503): nothing was
@@ -49,13 +50,16 @@ WHERE log_id = ANY(%(log_ids)s::text[])
 -- Each outcome is the whole row, so it stands on its own: when a database crash took the
 -- unflushed claim with it, the row is inserted. Otherwise it replaces the claim only as a
 -- compare-and-set: still this request's claim (its token) and still in flight, so nothing
--- the sweeper or another request did is ever overwritten. A DLQ entry is written for each
--- written outcome with failed agents. The result says, per log_id, what was written.
--- The claim's created_at names its partition; a row is inserted only when no partition holds
--- the log_id (lock_log_id, as in claim_signals), so a lost claim taken over meanwhile by
--- another request is never doubled. A log_id that is not `deduplicable` has no other
--- request to be taken over by: its row is the claim's, or it is lost. status, mode and
--- latency_ms are read as the types that check signal_log's vocabulary (migration 0006).
+-- the sweeper or another request did is ever overwritten. The result says, per log_id, what
+-- was written: the statement ends with one of the two answers below (queries.finish_query).
+-- The claim's created_at names its partition, and the rows go straight into it: `{partition}`
+-- is its name as claim_signals returned it (ON CONFLICT on the partitioned parent looks up
+-- the partition's ancestors and routes each row, in every statement). A row is inserted only
+-- when no partition holds the log_id (lock_log_id, as in claim_signals), so a lost claim
+-- taken over meanwhile by another request is never doubled. A log_id that is not
+-- `deduplicable` has no other request to be taken over by: its row is the claim's, or it is
+-- lost. status, mode and latency_ms are read as the types that check signal_log's
+-- vocabulary (migration 0006).
 WITH u AS (
     SELECT c.*, o.status, o.response, o.attempts, o.latency_ms, o.dl_agents, o.dl_last_error,
            o.dl_attempts
@@ -68,9 +72,9 @@ WITH u AS (
               payload_hash text, claim_token text, created_at timestamptz,
               deduplicable boolean)
 ), finished AS (
-    INSERT INTO signal_log AS s (log_id, sender_id, kind, status, mode, payload, metadata,
-                                 event_time, routed_agents, trace_id, payload_hash,
-                                 claim_token, response, attempts, latency_ms, created_at)
+    INSERT INTO {partition} AS s (log_id, sender_id, kind, status, mode, payload, metadata,
+                                  event_time, routed_agents, trace_id, payload_hash,
+                                  claim_token, response, attempts, latency_ms, created_at)
     SELECT log_id, sender_id, kind, status, mode, payload, metadata, event_time,
            routed_agents, trace_id, payload_hash, claim_token, response, attempts, latency_ms,
            created_at
@@ -86,7 +90,16 @@ WITH u AS (
     WHERE s.claim_token = excluded.claim_token
       AND (s.status = 'in_flight' OR s.status = excluded.status)
     RETURNING s.log_id
-), lettered AS (
+)
+
+-- name: finish_answer
+-- finish_signals' end when no outcome of the batch has failed agents: no DLQ insert to set
+-- up (its set-up alone is paid by every statement that holds one).
+SELECT log_id, false AS lettered FROM finished
+
+-- name: finish_answer_lettering
+-- finish_signals' end when an outcome has failed agents: a DLQ entry for each one written.
+, lettered AS (
     INSERT INTO dlq_open (log_id, sender_id, kind, agents, mode, payload, metadata, event_time,
                      trace_id, last_error, attempts)
     SELECT u.log_id, u.sender_id, u.kind, u.dl_agents, u.mode, u.payload, u.metadata,
