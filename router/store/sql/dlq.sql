@@ -124,8 +124,8 @@ WHERE d.id = ANY(%(id)s::bigint[]) AND d.id = u.id
 UPDATE signal_log AS s
 SET status = u.status, response = u.response::jsonb, attempts = s.attempts + u.attempts,
     updated_at = now()
-FROM unnest(%(log_id)s::text[], %(status)s::signal_status[], %(response)s::text[], %(attempts)s::int[],
-            %(read_status)s::text[], %(read_updated_at)s::timestamptz[])
+FROM unnest(%(log_id)s::text[], %(status)s::signal_status[], %(response)s::text[],
+            %(attempts)s::int[], %(read_status)s::text[], %(read_updated_at)s::timestamptz[])
      AS u(log_id, status, response, attempts, read_status, read_updated_at)
 WHERE s.log_id = ANY(%(log_id)s::text[]) AND s.log_id = u.log_id AND s.status <> 'in_flight'
   AND s.status = u.read_status AND s.updated_at = u.read_updated_at
