@@ -85,16 +85,19 @@ def is_plain_table(name: str) -> bool:
     return _PLAIN_TABLE.fullmatch(name) is not None
 
 
-def finish_query(partition: str, *, lettering: bool) -> str:
+def finish_query(partition: str, *, lettering: bool, repeatable: bool = True) -> str:
     """finish_signals into `partition` (a name the database gave, never user input), ended
-    by the answer that writes DLQ entries when `lettering`, else by the one that has none."""
+    by the answer that writes DLQ entries when `lettering`, else by the one that has none,
+    with the condition a batch holding a log_id that can repeat needs when `repeatable`."""
     if not is_plain_table(partition):
         raise ValueError(f"not a plain table name: {partition!r}")
+    where = query("finish_where_repeatable") if repeatable else ""
     answer = query("finish_answer_lettering" if lettering else "finish_answer")
-    return query("finish_signals").replace("{partition}", partition) + "\n" + answer
+    body = query("finish_signals").replace("{where}", where)
+    return body.replace("{partition}", partition) + "\n" + answer
 
 
 @lru_cache(maxsize=16)
-def finish_statement(partition: str, lettering: bool) -> NumberedQuery:
-    """finish_query for asyncpg; one text per partition and answer (a day's two, mostly)."""
-    return to_numbered(finish_query(partition, lettering=lettering))
+def finish_statement(partition: str, lettering: bool, repeatable: bool) -> NumberedQuery:
+    """finish_query for asyncpg; one text per partition, answer and condition."""
+    return to_numbered(finish_query(partition, lettering=lettering, repeatable=repeatable))

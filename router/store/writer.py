@@ -54,6 +54,8 @@ class Claim(StoredSignal):
     # partition that holds it, which the outcome is written into.
     created_at: datetime | None = None
     partition: str = LOG_TABLE
+    # The claim's row as inserted (its ctid), where the outcome looks for it first.
+    claim_tid: str | None = None
 
 
 @dataclass(slots=True)
@@ -295,12 +297,12 @@ class GroupCommitWriter:
         # Only a log_id's first claim in the batch is inserted; later ones lost already.
         first = _first_per_log_id([item.work for item in batch], lambda claim: claim.log_id)
         rows = await self._claim_conn.fetch(numbered("claim_signals").sql, orjson.dumps(first))
-        won: dict[str, tuple[datetime, str]] = {row[0]: (row[1], row[2]) for row in rows}
+        won: dict[str, tuple[datetime, str, str]] = {r[0]: (r[1], r[2], r[3]) for r in rows}
         winners: list[_Item[Claim, ExistingSignal | None]] = []
         losers: list[_Item[Claim, ExistingSignal | None]] = []
         for item in batch:
             if (row := won.pop(item.work.log_id, None)) is not None:
-                item.work.created_at, partition = row
+                item.work.created_at, partition, item.work.claim_tid = row
                 # A name that cannot be spliced into SQL as it is: the parent routes the row.
                 item.work.partition = partition if is_plain_table(partition) else LOG_TABLE
                 winners.append(item)
@@ -357,7 +359,8 @@ class GroupCommitWriter:
         written: dict[str, bool] = {}
         for partition, outcomes in by_partition.items():
             lettering = any(outcome.dl_agents is not None for outcome in outcomes)
-            finish = finish_statement(partition, lettering).sql
+            repeatable = any(outcome.claim.deduplicable for outcome in outcomes)
+            finish = finish_statement(partition, lettering, repeatable).sql
             for row in await self._outcome_conn.fetch(finish, orjson.dumps(outcomes)):
                 written[row[0]] = bool(row[1])
         if any(written.values()):

@@ -31,6 +31,17 @@ else:
 # jsonb's binary format is a version byte, then the text.
 _JSONB_VERSION = b"\x01"
 
+# Every statement of the lanes finds rows by key, and their plans are cached for the
+# connection's life (asyncpg's prepared statements, lock_log_id's PL/pgSQL). One made while a
+# partition was analyzed empty reads it whole once it has grown, by a sequential scan: with
+# 14 days of partitions and today's analyzed empty (this machine runs without autovacuum),
+# deduplicable signals cost the database 890-1,744 µs each in the first session against
+# 124-129 in later ones. With sequential scans off, an index is taken wherever one can
+# serve. (On such a partition lock_log_id's lookup may still pick the created_at index for
+# its range and read it whole; autovacuum's first analyze of the partition replaces the
+# plan: docs/OPERATING.md, "Retention and partitions".)
+LANE_PLANNER_SETTINGS = {"enable_seqscan": "off"}
+
 
 class DatabaseClock:
     """The database's wall clock as seen from here: the offset is measured on every new
@@ -86,6 +97,7 @@ async def open_writer_pool(
     settings = {
         "application_name": name,
         "statement_timeout": str(int(statement_timeout_s * 1000)),
+        **LANE_PLANNER_SETTINGS,
     }
     if not synchronous_commit:
         settings["synchronous_commit"] = "off"

@@ -281,3 +281,42 @@ async def test_a_flush_spanning_midnight_writes_each_outcome_into_its_claims_par
         ("midnight-tomorrow", "partial", tomorrow.partition),
     ]
     assert entries == [("midnight-tomorrow",)]
+
+
+async def test_a_repeatable_log_ids_outcome_looks_every_partition_up_only_when_its_row_moved(
+    database_url: str, writer: GroupCommitWriter
+) -> None:
+    """An outcome finds its claim's row at the ctid the claim returned and then skips
+    lock_log_id's lookup of every partition (a session holding the log_id's lock does not hold
+    it up). A claim lost in a crash is written whole once nobody holds the log_id; one lost
+    while another request claimed the log_id in another partition writes nothing."""
+    kept, lost, taken = (
+        _claim(f"repeatable-{name}", deduplicable=True) for name in ("kept", "lost", "taken")
+    )
+    for claim in (kept, lost, taken):
+        assert await writer.claim(claim, valid_for_s=10) is None
+        assert claim.claim_tid is not None
+    next_day = datetime.now(UTC).date() + timedelta(days=1)
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute("DELETE FROM signal_log WHERE log_id IN ('repeatable-lost', 'repeatable-taken')")
+        db.execute(
+            "INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload,"
+            " routed_agents, trace_id, payload_hash, claim_token, created_at)"
+            " VALUES ('repeatable-taken', 'user_1', 'general', 'delivered', 'all', '{}',"
+            " '[\"alpha\"]', 't', %s, 'another', %s)",
+            [taken.payload_hash, datetime.combine(next_day, time(0, 0, 1), UTC)],
+        )
+        with psycopg.connect(database_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(hashtextextended('repeatable-kept', 14))")
+            kept_done = await asyncio.wait_for(writer.finish(_delivered(kept), retry_for_s=0), 2)
+        assert kept_done.written  # found at its ctid: the lock was never asked for
+        assert (await writer.finish(_delivered(lost), retry_for_s=0)).written
+        assert not (await writer.finish(_delivered(taken), retry_for_s=0)).written
+        rows = db.execute(
+            "SELECT log_id, status, claim_token = 'another' FROM signal_log ORDER BY log_id"
+        ).fetchall()
+    assert rows == [
+        ("repeatable-kept", "delivered", False),
+        ("repeatable-lost", "delivered", False),
+        ("repeatable-taken", "delivered", True),
+    ]

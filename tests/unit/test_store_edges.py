@@ -43,11 +43,14 @@ def test_every_writer_query_translates() -> None:
         assert translated.params == params, name
         assert "%(" not in translated.sql and "%(" in query(name), name
     for lettering in (False, True):
-        finish = finish_statement("signal_log_p20261207", lettering)
-        assert finish.params == ("rows",)
-        assert "INSERT INTO signal_log_p20261207 AS s" in finish.sql
-        assert ("INSERT INTO dlq_open" in finish.sql) is lettering
-        assert "{" not in finish.sql and "%(" not in finish.sql
+        for repeatable in (False, True):
+            finish = finish_statement("signal_log_p20261207", lettering, repeatable)
+            assert finish.params == ("rows",)
+            assert "INSERT INTO signal_log_p20261207 AS s" in finish.sql
+            assert ("INSERT INTO dlq_open" in finish.sql) is lettering
+            assert ("lock_log_id" in finish.sql) is repeatable
+            assert ("FROM signal_log_p20261207 AS c" in finish.sql) is repeatable
+            assert "{" not in finish.sql and "%(" not in finish.sql
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@
 -- (its log_id derived from the receive time, which no other signal can carry) skips the
 -- lookup: on a table of daily partitions it is most of the statement's cost. mode is read
 -- as its enum type: signal_log's vocabulary is checked where rows come in (migration 0006).
--- A won claim returns its partition, which its outcome is written into.
+-- A won claim returns its partition, which its outcome is written into, and its row's ctid.
 INSERT INTO signal_log (log_id, sender_id, kind, status, mode, payload, metadata, event_time,
                         routed_agents, trace_id, payload_hash, claim_token, claim_expires_at)
 SELECT u.log_id, u.sender_id, u.kind, 'in_flight', u.mode, u.payload, u.metadata,
@@ -29,7 +29,7 @@ WHERE clock_timestamp() < to_timestamp(u.valid_before)
   -- CASE, not OR: its order of evaluation is guaranteed; a row without the flag is locked.
   AND CASE WHEN u.deduplicable IS FALSE THEN true ELSE lock_log_id(u.log_id) IS NULL END
 ON CONFLICT DO NOTHING
-RETURNING log_id, created_at, tableoid::regclass::text
+RETURNING log_id, created_at, tableoid::regclass::text, ctid::text
 
 -- name: void_claims
 -- Claims that committed after their waiter had given up (it answered 503): nothing was
@@ -51,15 +51,20 @@ WHERE log_id = ANY(%(log_ids)s::text[])
 -- unflushed claim with it, the row is inserted. Otherwise it replaces the claim only as a
 -- compare-and-set: still this request's claim (its token) and still in flight, so nothing
 -- the sweeper or another request did is ever overwritten. The result says, per log_id, what
--- was written: the statement ends with one of the two answers below (queries.finish_query).
+-- was written: the statement ends with one of the two answers below, and its condition is
+-- the one below or none (queries.finish_query).
 -- The claim's created_at names its partition, and the rows go straight into it: `{partition}`
 -- is its name as claim_signals returned it (ON CONFLICT on the partitioned parent looks up
 -- the partition's ancestors and routes each row, in every statement). A row is inserted only
 -- when no partition holds the log_id (lock_log_id, as in claim_signals), so a lost claim
--- taken over meanwhile by another request is never doubled. A log_id that is not
--- `deduplicable` has no other request to be taken over by: its row is the claim's, or it is
--- lost. status, mode and latency_ms are read as the types that check signal_log's
--- vocabulary (migration 0006).
+-- taken over meanwhile by another request is never doubled; while the claim's own row is
+-- there (every outcome but a crash's), that lookup of every partition is skipped, since the
+-- claim holds the log_id already. The row is found where the claim left it (claim_tid, its
+-- ctid): a TID scan, whatever the partition's statistics say; a row moved since (the
+-- sweeper updated it, VACUUM FULL) is not found there and takes the lookup, as a lost one
+-- does. A log_id that is not `deduplicable` has no other request to be taken over by: its
+-- row is the claim's, or it is lost. status, mode and latency_ms are read as the types that
+-- check signal_log's vocabulary (migration 0006).
 WITH u AS (
     SELECT c.*, o.status, o.response, o.attempts, o.latency_ms, o.dl_agents, o.dl_last_error,
            o.dl_attempts
@@ -70,7 +75,7 @@ WITH u AS (
          AS c(log_id text, sender_id text, kind text, mode signal_mode, payload jsonb,
               metadata jsonb, event_time text, routed_agents jsonb, trace_id text,
               payload_hash text, claim_token text, created_at timestamptz,
-              deduplicable boolean)
+              claim_tid tid, deduplicable boolean)
 ), finished AS (
     INSERT INTO {partition} AS s (log_id, sender_id, kind, status, mode, payload, metadata,
                                   event_time, routed_agents, trace_id, payload_hash,
@@ -79,8 +84,7 @@ WITH u AS (
            routed_agents, trace_id, payload_hash, claim_token, response, attempts, latency_ms,
            created_at
     FROM u
-    WHERE CASE WHEN deduplicable IS FALSE THEN true
-               ELSE coalesce(lock_log_id(log_id) = created_at, true) END
+    {where}
     ON CONFLICT (log_id, created_at) DO UPDATE
     SET status = excluded.status, response = excluded.response,
         attempts = excluded.attempts, latency_ms = excluded.latency_ms,
@@ -91,6 +95,16 @@ WITH u AS (
       AND (s.status = 'in_flight' OR s.status = excluded.status)
     RETURNING s.log_id
 )
+
+-- name: finish_where_repeatable
+-- finish_signals' condition when a log_id of the batch can repeat (a batch of none has no
+-- condition: every row is its claim's, or a lost one's).
+-- OFFSET 0: a probe per row, never a hashed read of the whole partition.
+WHERE CASE WHEN deduplicable IS FALSE THEN true
+           WHEN EXISTS (SELECT 1 FROM {partition} AS c
+                        WHERE c.ctid = u.claim_tid AND c.log_id = u.log_id
+                          AND c.created_at = u.created_at OFFSET 0) THEN true
+           ELSE coalesce(lock_log_id(log_id) = created_at, true) END
 
 -- name: finish_answer
 -- finish_signals' end when no outcome of the batch has failed agents: no DLQ insert to set
