@@ -8,10 +8,10 @@ with all four, each driven at 32 connections and at one, round after round. One 
 keeps every layer and changes the log's table instead: `signal_log` without the indexes its
 read paths use (`without_read_indexes`), so an outcome updates its claim's row in place (a
 HOT update, no new index entry): the most PostgreSQL's share could give back if those reads
-found another path. The layers
-overlap (removing one changes how signals batch and how often the loop sleeps), so read each
-row against the first, not as parts of a sum. Every answer must be 200: a variant that
-answers anything else is reported and fails the run, since an error is cheaper than work.
+found another path. The layers overlap (removing one changes how signals batch and how often
+the loop sleeps), so read each row against the first, not as parts of a sum. Every answer
+must be 200: a variant that answers anything else is reported and fails the run, since an
+error is cheaper than work.
 """
 
 from __future__ import annotations
@@ -53,10 +53,13 @@ def without_read_indexes(database_url: str) -> Iterator[None]:
     """signal_log without READ_INDEXES, its partitions filled to HOT_FILLFACTOR, then put back
     as they were: with `status` in no index, an outcome can update its claim's row in place."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        # A partitioned table's index prints as `ON ONLY` the parent: run as printed, it
-        # would build no index on the partitions.
+        # The database's own text of each index, to build it again afterwards. A partitioned
+        # table's index prints as `ON ONLY` the parent: run as printed, it would build no
+        # index on the partitions.
         definitions = [
-            row[0].replace(" ON ONLY ", " ON ", 1)
+            row[0]
+            .replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+            .replace(" ON ONLY ", " ON ", 1)
             for row in conn.execute(
                 "SELECT indexdef FROM pg_indexes"
                 " WHERE tablename = 'signal_log' AND indexname = ANY(%s) ORDER BY indexname",
@@ -72,22 +75,23 @@ def without_read_indexes(database_url: str) -> Iterator[None]:
                 " WHERE inhparent = 'signal_log'::regclass"
             )
         ]
-        for name in READ_INDEXES:
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        for partition in partitions:
-            conn.execute(
-                sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(
-                    partition, sql.Literal(HOT_FILLFACTOR)
-                )
-            )
     try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for name in READ_INDEXES:
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            for partition in partitions:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(
+                        partition, sql.Literal(HOT_FILLFACTOR)
+                    )
+                )
         yield
     finally:
+        # Whatever was dropped before a failure is built again; what was not is left alone.
         with psycopg.connect(database_url, autocommit=True) as conn:
             for partition in partitions:
                 conn.execute(sql.SQL("ALTER TABLE {} RESET (fillfactor)").format(partition))
             for definition in definitions:
-                # The database's own text of the index it had, run again as it printed it.
                 conn.execute(sql.SQL(definition))
 
 

@@ -27,7 +27,7 @@ WHERE log_id = %(log_id)s
 
 def _schema(conn: psycopg.Connection[Any]) -> tuple[list[tuple[str, str]], list[Any]]:
     indexes = conn.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename LIKE 'signal_log%%'"
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename LIKE 'signal_log%'"
         " ORDER BY indexname"
     ).fetchall()
     options = conn.execute(
