@@ -163,13 +163,16 @@ class Metrics:
         )
         self.commit_batch_size = Histogram(
             "log_commit_batch_rows",
-            "Rows written by one group commit.",
+            "Rows written by one group commit, by lane (claim or outcome).",
+            ["lane"],
             buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.commit_latency = Histogram(
             "log_commit_duration_seconds",
-            "Duration of one group-commit transaction.",
+            "Duration of one group-commit transaction, by lane: claims commit without waiting"
+            " for the WAL flush, outcomes wait for it.",
+            ["lane"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -125,7 +125,9 @@ class _Lane(Generic[W, R]):
     ) -> None:
         self._name = name
         self._flush = flush
-        self._metrics = metrics
+        # Bound once: the lane's own series, labelled with its name.
+        self._batch_rows = metrics.commit_batch_size.labels(name) if metrics else None
+        self._commit_seconds = metrics.commit_latency.labels(name) if metrics else None
         self._max_batch = max_batch
         self._max_queued = max_queued
         self._drop_abandoned = drop_abandoned
@@ -138,7 +140,7 @@ class _Lane(Generic[W, R]):
     def start(self) -> None:
         # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() syscall.
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name=self._name)
+        self._task = self._loop.create_task(self._run(), name=f"{self._name}-writer")
 
     async def stop(self) -> None:
         self._closing = True
@@ -211,9 +213,9 @@ class _Lane(Generic[W, R]):
             log.exception("log_writer_crashed", lane=self._name)
             _fail(batch, StoreError(f"log writer failed: {exc!r}"))
             return None
-        if self._metrics is not None:
-            self._metrics.commit_batch_size.observe(len(batch))
-            self._metrics.commit_latency.observe(time.perf_counter() - started)
+        if self._batch_rows is not None and self._commit_seconds is not None:
+            self._batch_rows.observe(len(batch))
+            self._commit_seconds.observe(time.perf_counter() - started)
         return None
 
 
@@ -242,7 +244,7 @@ class GroupCommitWriter:
         self._outcome_conn = LaneConnection(pool)
         self._clock = clock or DatabaseClock()
         self._claims: _Lane[Claim, ExistingSignal | None] = _Lane(
-            "claim-writer",
+            "claim",
             self._flush_claims,
             metrics,
             max_batch=max_batch,
@@ -250,7 +252,7 @@ class GroupCommitWriter:
             drop_abandoned=True,
         )
         self._outcomes: _Lane[Outcome, Recorded] = _Lane(
-            "outcome-writer",
+            "outcome",
             self._flush_outcomes,
             metrics,
             max_batch=max_batch,

@@ -309,3 +309,28 @@ async def test_health_and_metrics_series_exist_from_start(router: RouterServer) 
         assert f'routing_errors_total{{agent="{agent}"}} 0.0' in text
         assert f'retry_attempts_total{{agent="{agent}"}} 0.0' in text
     assert "dlq_total 0.0" in text and "dlq_backlog" in text
+
+
+def _lane_counts(text: str) -> dict[str, tuple[float, float]]:
+    """(commits, rows) per writer lane, read off /metrics."""
+    counts: dict[str, tuple[float, float]] = {}
+    for lane in ("claim", "outcome"):
+        commits = rows = None
+        for line in text.splitlines():
+            if line.startswith(f'log_commit_duration_seconds_count{{lane="{lane}"}} '):
+                commits = float(line.split()[-1])
+            elif line.startswith(f'log_commit_batch_rows_sum{{lane="{lane}"}} '):
+                rows = float(line.split()[-1])
+        assert commits is not None and rows is not None, f"no series for the {lane} lane"
+        counts[lane] = (commits, rows)
+    return counts
+
+
+async def test_commit_metrics_tell_the_two_lanes_apart(router: RouterServer) -> None:
+    """One routed signal is one claim row and one outcome row, each counted on its own lane."""
+    before = _lane_counts((await router.get("/metrics", key=None))[1])
+    status, body, _ = await router.route(signal("solo, counted per lane"))
+    assert status == 200, body
+    after = _lane_counts((await router.get("/metrics", key=None))[1])
+    assert after["claim"] == (before["claim"][0] + 1, before["claim"][1] + 1)
+    assert after["outcome"] == (before["outcome"][0] + 1, before["outcome"][1] + 1)
