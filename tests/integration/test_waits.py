@@ -10,8 +10,8 @@ from benches.waits import LANES, measure, report
 
 @pytest.mark.timeout(300)
 def test_a_window_accounts_for_every_signal_on_both_lanes() -> None:
-    """Each signal answered in the window is one claim row and one outcome row; the lanes'
-    commits, the agent and the rest add up to the router's own mean latency."""
+    """Each signal answered in the window is one claim row and one outcome row, and one
+    commit of each lane plus the agent attempts fit inside the router's own mean latency."""
     with e2e_stack() as stack:
         router = stack.router()
         try:
