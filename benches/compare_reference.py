@@ -1,6 +1,6 @@
 """The router against issue 13's bare reference and the contract floor, side by side in one run.
 
-#     python -m benches.compare_reference [--seconds 10] [--rounds 2]
+#     python -m benches.compare_reference [--seconds 10] [--rounds 2] [--load wrk]
 
 One stack (benches.stack: database, bench agent). Three servers on the same agent and
 PostgreSQL, each its own process: the bare reference (benches/reference_app.py: does less
@@ -11,7 +11,9 @@ signals/s, CPU per signal, PostgreSQL's CPU per signal (every `postgres` process
 machine, over the same window; nan when the database runs elsewhere), p50/p99 and the p50
 added over the agent at one connection, with the router's ratios to the reference and to
 the floor. Exit 1 if any answer was not 200: an error is cheaper than the work, and would
-flatter whoever gave it.
+flatter whoever gave it. `--load wrk` drives every phase with wrk and one thread
+(benches.wrk), as issue 13 measured its figures, instead of benches.driver, which is Python
+and takes some of the two cores the servers share.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import json
 import statistics
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from benches import wrk
 from benches.measure import drive
 from benches.stack import AGENT_BODY, API_KEY, ROUTE_BODY, Server, Stack, e2e_stack, start_app
 
@@ -32,9 +35,31 @@ FIGURES = ("rps", "cpu_us", "db_cpu_us", "p50_ms", "p99_ms")
 DATABASE_COMMAND = "postgres"
 
 
-def phase_figures(server: Server, connections: int, seconds: float) -> dict[str, Any]:
+class Load(Protocol):
+    """A closed-loop load generator run for one phase: benches.measure.drive or benches.wrk's."""
+
+    def __call__(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        connections: int,
+        duration_s: float,
+        warmup_s: float,
+        cpu_pids: Sequence[int] = (),
+        cpu_comms: Sequence[str] = (),
+        headers: Sequence[str] = (),
+    ) -> dict[str, Any]: ...
+
+
+LOADS: dict[str, Load] = {"driver": drive, "wrk": wrk.drive_wrk}
+
+
+def phase_figures(
+    server: Server, connections: int, seconds: float, load: Load = drive
+) -> dict[str, Any]:
     """One closed-loop phase against `server`: signals/s, CPU per signal, p50, p99, statuses."""
-    phase = drive(
+    phase = load(
         server.url,
         ROUTE_BODY,
         connections=connections,
@@ -47,9 +72,9 @@ def phase_figures(server: Server, connections: int, seconds: float) -> dict[str,
     return _figures(phase)
 
 
-def _agent_figures(stack: Stack, seconds: float) -> dict[str, Any]:
+def _agent_figures(stack: Stack, seconds: float, load: Load) -> dict[str, Any]:
     """The agent called directly at one connection with what the router forwards."""
-    phase = drive(
+    phase = load(
         stack.agent_url,
         AGENT_BODY,
         connections=1,
@@ -80,7 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benches.compare_reference")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--load",
+        choices=sorted(LOADS),
+        default="driver",
+        help="the load generator (default: driver)",
+    )
     args = parser.parse_args(argv)
+    if args.load == "wrk" and not wrk.available():
+        parser.error("--load wrk: wrk is not installed (Debian: apt-get install wrk)")
+    load = LOADS[args.load]
     runs: dict[str, list[dict[str, Any]]] = {}
     failed: list[str] = []
     with e2e_stack() as stack:
@@ -91,10 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         try:
             for _ in range(args.rounds):
-                runs.setdefault("agent_1", []).append(_agent_figures(stack, args.seconds))
+                runs.setdefault("agent_1", []).append(_agent_figures(stack, args.seconds, load))
                 for name, server in servers.items():
                     for connections in (32, 1):
-                        phase = phase_figures(server, connections, args.seconds)
+                        phase = phase_figures(server, connections, args.seconds, load)
                         runs.setdefault(f"{name}_{connections}", []).append(phase)
                         if set(phase["statuses"]) != {"200"} or phase["errors"]:
                             failed.append(
