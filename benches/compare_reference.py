@@ -12,8 +12,7 @@ machine, over the same window; nan when the database runs elsewhere), p50/p99 an
 added over the agent at one connection, with the router's ratios to the reference and to
 the floor. Exit 1 if any answer was not 200: an error is cheaper than the work, and would
 flatter whoever gave it. `--load wrk` drives every phase with wrk and one thread
-(benches.wrk), as issue 13 measured its figures, instead of benches.driver, which is Python
-and takes some of the two cores the servers share.
+(benches.wrk), the generator issue 13 measured its figures with, instead of benches.driver.
 """
 
 from __future__ import annotations

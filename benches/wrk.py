@@ -1,10 +1,11 @@
 """Closed-loop load from wrk with one thread: the generator issue 13's figures were measured with.
 
-benches.driver is Python: at 32 connections it takes a fifth of a core on this two-core
-machine, which the servers under test then share. wrk (Debian's package, C) costs a few µs a
-request. `drive_wrk` runs it like `benches.measure.drive` runs the driver and returns the
-same figures (requests, rps, p50/p99, answers by status, transport errors, the CPU of the
-given pids and command names over the measured window), so a bench can take either.
+benches.driver (Python, uvloop) and wrk (Debian's package, C) cost about the same here (16
+and 12 µs of CPU a request at 32 connections), yet the servers compared answer them at
+different rates, so a figure set against the issue's is measured with its generator.
+`drive_wrk` runs wrk like `benches.measure.drive` runs the driver and returns the same
+figures (requests, rps, p50/p99, answers by status, transport errors, the CPU of the given
+pids and command names over the measured window), so a bench can take either.
 """
 
 from __future__ import annotations
