@@ -15,7 +15,9 @@ from router import openapi
 from router.api import console, dlq, health, logs, stats
 from router.api.auth import ApiKeys
 from router.api.errors import install_error_handlers, starting
+from router.api.route import RoutePath
 from router.balance import replica_labels
+from router.http_protocol import ROUTE_PATH_STATE
 from router.metrics import Metrics
 from router.model import SignalBody
 from router.routing import RoutingTable
@@ -41,12 +43,14 @@ def create_app(settings: Settings, *, table: RoutingTable | None = None) -> Fast
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, RoutePath]]:
         runtime = await open_runtime(config)
         app.state.runtime = runtime
         _tune_gc()
         try:
-            yield
+            # The lifespan state: where uvicorn's protocol finds the route path it serves
+            # POST /route with (router.http_protocol).
+            yield {ROUTE_PATH_STATE: runtime.route_path}
         finally:
             del app.state.runtime
             await runtime.close()

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prom_multiprocess
 
 from router.app import create_app
+from router.http_protocol import HTTP_PROTOCOL
 from router.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +255,15 @@ async def start_router(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    # The protocol `router serve` runs, which serves POST /route itself.
+    config = uvicorn.Config(
+        app,
+        http=HTTP_PROTOCOL,
+        ws="none",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:

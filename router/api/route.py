@@ -7,7 +7,7 @@ import contextlib
 import math
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -56,6 +56,8 @@ T = TypeVar("T")
 
 # (status, body, extra headers) of one answer.
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+# Writes an answer to the client: (status, JSON body, extra headers).
+Reply = Callable[[int, bytes, list[tuple[bytes, bytes]]], Awaitable[None]]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -81,47 +83,72 @@ class RoutePath:
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop, init=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one POST /route at the ASGI level; never raises.
-
-        Plain ASGI rather than a FastAPI route: the framework's request, dependency and
-        response objects cost more per signal than the rest of the router's own work.
-        """
+        """Answer one POST /route at the ASGI level: the requests the server's own route
+        (router.http_protocol) leaves to uvicorn, and servers other than `router serve`."""
         started = time.perf_counter()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        body: bytes | ApiError
+        try:
+            body = await read_capped(receive, _content_length(headers), self.max_body_bytes)
+        except ApiError as exc:
+            body = exc
+
+        async def reply(status: int, content: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+            extra.append(_CONTENT_TYPE)
+            extra.append((b"content-length", str(len(content)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": extra})
+            await send({"type": "http.response.body", "body": content})
+
+        await self.answer(headers, body, started, reply)
+
+    async def answer(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | ApiError,
+        started: float,
+        reply: Reply,
+    ) -> None:
+        """Route one signal whose body was read (or could not be), answer it through `reply`,
+        then count and log it; never raises.
+
+        Not a FastAPI route: the framework's request, dependency and response objects cost
+        more per signal than the rest of the router's own work.
+        """
         fields: dict[str, Any] = {}
         try:
-            status, body, headers = await self._route(scope, receive, started, fields)
+            if isinstance(body, ApiError):
+                raise body
+            status, content, extra = await self._route(headers, body, started, fields)
         except (ApiError, StoreError) as exc:
             error = exc if isinstance(exc, ApiError) else from_store_error(exc)
             self.metrics.outcome["rejected"].inc()
             fields["status"] = "rejected"
             fields["error"] = error.code
-            status, body, headers = _error_answer(error)
+            status, content, extra = _error_answer(error)
         except Exception:  # a bug: logged with its traceback, answered in the contract's shape
             log.exception("route_failed", **fields)
-            status, body, headers = _error_answer(
+            status, content, extra = _error_answer(
                 ApiError(500, "internal_error", "the router failed to handle this signal")
             )
-        headers.append(_CONTENT_TYPE)
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await reply(status, content, extra)
         self.metrics.responded(status)
         fields["http_status"] = status
         fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         self.signal_line(fields)
 
     async def _route(
-        self, scope: Scope, receive: Receive, started: float, fields: dict[str, Any]
+        self,
+        headers: list[tuple[bytes, bytes]],
+        raw: bytes,
+        started: float,
+        fields: dict[str, Any],
     ) -> Answer:
-        length = api_key = parent = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = value
-            elif name == b"x-api-key":
+        api_key = parent = None
+        for name, value in headers:
+            if name == b"x-api-key":
                 api_key = value
             elif name == b"traceparent":
                 parent = value
-        raw = await read_capped(receive, length, self.max_body_bytes)
         self.keys.require_route(api_key)
         signal = parse_signal(raw)  # InvalidSignal is an ApiError: 400/413/422 as it says
         if self.limiter is not None:
@@ -388,14 +415,17 @@ def _interrupted_outcome(claim: Claim, started: float) -> Outcome:
     )
 
 
+def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return value
+    return None
+
+
 def _error_answer(exc: ApiError) -> Answer:
     body = error_body(exc.code, exc.message, exc.field)
     headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
     return exc.status, body, headers
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
 
 
 def _overloaded() -> ApiError:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from router.http_protocol import HTTP_PROTOCOL
+from router.http_protocol import HTTP_PROTOCOL, ROUTE_PATH_STATE
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,7 +38,9 @@ async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
     """uvicorn with the router's protocol on a free loopback port; yields the port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    cfg = uvicorn.Config(app, http=HTTP_PROTOCOL, lifespan="off", log_level="critical", **config)
+    config.setdefault("lifespan", "off")
+    config.setdefault("access_log", False)  # as `router serve` runs it
+    cfg = uvicorn.Config(app, http=HTTP_PROTOCOL, log_level="critical", **config)
     server = uvicorn.Server(cfg)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -142,3 +144,178 @@ async def test_head_and_body_leave_in_one_write() -> None:
         head = await asyncio.wait_for(reader.read(), timeout=5)
         writer.close()
     assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n"), head
+
+
+class FakeRoutePath:
+    """Stands in for RoutePath where the protocol serves POST /route itself: records what it
+    was handed, answers with the body's length, holds answers while `held` is clear."""
+
+    max_body_bytes = 64
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[tuple[bytes, bytes]], bytes]] = []
+        self.replied: list[int] = []
+        self.held = asyncio.Event()
+        self.held.set()
+        self.started = asyncio.Event()
+
+    async def answer(
+        self, headers: list[tuple[bytes, bytes]], body: bytes, started: float, reply: Any
+    ) -> None:
+        self.calls.append((headers, body))
+        self.started.set()
+        await self.held.wait()
+        answer = json.dumps({"served_by": "protocol", "length": len(body)}).encode()
+        await reply(200, answer, [(b"idempotent-replayed", b"true")])
+        self.replied.append(len(body))
+
+
+def app_with_route_path(route: FakeRoutePath) -> Any:
+    """An ASGI app whose lifespan puts `route` in the state, answering other requests itself."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    scope["state"][ROUTE_PATH_STATE] = route
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        answer = json.dumps({"served_by": "asgi", "length": len(body)}).encode()
+        headers = [(b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
+def route_request(body: bytes, *extra: bytes, version: bytes = b"1.1") -> bytes:
+    head = b"POST /route HTTP/" + version + b"\r\nHost: t\r\nX-API-Key: k\r\n"
+    return head + b"".join(extra) + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def test_plain_post_route_is_served_by_the_protocol_in_the_contracts_shape() -> None:
+    """Headers and body go to the route path as they arrived; the answer carries uvicorn's
+    default headers, the route's own, its JSON type and exact length, on a kept connection."""
+    route = FakeRoutePath()
+    async with serving(app_with_route_path(route), lifespan="on") as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers = []
+        for body in (b'{"a": 1}', b'{"b": 22}'):
+            writer.write(route_request(body))
+            answers.append(parse(await asyncio.wait_for(reader.read(65536), timeout=5)))
+        writer.write(route_request(b"{}", b"Connection: close\r\n"))
+        last = parse(await asyncio.wait_for(reader.read(), timeout=5))
+        writer.close()
+    assert [body for _, body in route.calls] == [b'{"a": 1}', b'{"b": 22}', b"{}"]
+    assert (b"x-api-key", b"k") in route.calls[0][0]
+    for (status, headers, body), length in zip([*answers, last], (8, 9, 2), strict=True):
+        assert status == 200
+        assert json.loads(body) == {"served_by": "protocol", "length": length}
+        assert headers["content-type"] == "application/json"
+        assert int(headers["content-length"]) == len(body)
+        assert headers["idempotent-replayed"] == "true"
+        assert "date" in headers and "server" in headers
+    assert "connection" not in answers[0][1]
+    assert last[1]["connection"] == "close"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(route_request(b"x" * 65), id="over the cap"),
+        pytest.param(route_request(b"{}", version=b"1.0"), id="HTTP/1.0"),
+        pytest.param(route_request(b"{}", b"Expect: 100-continue\r\n"), id="100-continue"),
+        pytest.param(
+            b"POST /route HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n",
+            id="chunked",
+        ),
+        pytest.param(route_request(b"{}").replace(b"/route", b"/route?x=1"), id="a query"),
+        pytest.param(route_request(b"{}").replace(b"POST", b"PUT"), id="another method"),
+    ],
+)
+async def test_what_the_plain_case_does_not_cover_takes_the_asgi_path(
+    request_bytes: bytes,
+) -> None:
+    """Each of these reaches the app through uvicorn, which handles every case."""
+    route = FakeRoutePath()
+    async with serving(app_with_route_path(route), lifespan="on") as port:
+        data = await exchange(port, request_bytes.replace(b"t\r\n", b"t\r\nConnection: close\r\n"))
+    status, _, body = parse(data.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))
+    assert (status, json.loads(body)["served_by"]) == (200, "asgi")
+    assert route.calls == []
+
+
+async def test_a_request_pipelined_behind_an_unanswered_one_is_answered_after_it() -> None:
+    route = FakeRoutePath()
+    route.held.clear()
+    async with serving(app_with_route_path(route), lifespan="on") as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(route_request(b"{1}") + route_request(b"{22}", b"Connection: close\r\n"))
+        await asyncio.wait_for(route.started.wait(), timeout=5)
+        await asyncio.sleep(0.1)
+        route.held.set()
+        data = await asyncio.wait_for(reader.read(), timeout=5)
+        writer.close()
+    first, second = data.split(b"HTTP/1.1 200 OK")[1:]
+    assert json.loads(first.partition(b"\r\n\r\n")[2]) == {"served_by": "protocol", "length": 3}
+    assert json.loads(second.partition(b"\r\n\r\n")[2]) == {"served_by": "asgi", "length": 4}
+
+
+async def test_a_graceful_shutdown_waits_for_the_answer_and_then_closes() -> None:
+    route = FakeRoutePath()
+    route.held.clear()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app_with_route_path(route),
+        http=HTTP_PROTOCOL,
+        lifespan="on",
+        log_level="critical",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection(*sock.getsockname())
+    writer.write(route_request(b"{}"))
+    await asyncio.wait_for(route.started.wait(), timeout=5)
+    server.should_exit = True
+    await asyncio.sleep(0.3)
+    assert not task.done()  # waiting for the answer in flight
+    route.held.set()
+    data = await asyncio.wait_for(reader.read(), timeout=5)  # then EOF: the server closed
+    await asyncio.wait_for(task, timeout=5)
+    writer.close()
+    sock.close()
+    status, headers, body = parse(data)
+    assert (status, headers["connection"]) == (200, "close")
+    assert json.loads(body)["served_by"] == "protocol"
+
+
+async def test_a_client_gone_before_its_answer_gets_nothing_written_and_no_error() -> None:
+    route = FakeRoutePath()
+    route.held.clear()
+    async with serving(app_with_route_path(route), lifespan="on") as port:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(route_request(b"{}"))
+        await asyncio.wait_for(route.started.wait(), timeout=5)
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.1)
+        route.held.set()
+        for _ in range(100):
+            if route.replied:
+                break
+            await asyncio.sleep(0.01)
+    assert route.replied == [2]  # reply() returned: nothing raised into the route path

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
-from tests.support import AgentProcess, RouterServer
+from tests.support import API_KEY, AgentProcess, RouterServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -334,3 +335,48 @@ async def test_commit_metrics_tell_the_two_lanes_apart(router: RouterServer) -> 
     after = _lane_counts((await router.get("/metrics", key=None))[1])
     assert after["claim"] == (before["claim"][0] + 1, before["claim"][1] + 1)
     assert after["outcome"] == (before["outcome"][0] + 1, before["outcome"][1] + 1)
+
+
+async def test_the_protocols_route_and_the_asgi_route_answer_alike(
+    router: RouterServer, fresh_agents: dict[str, AgentProcess]
+) -> None:
+    """A plain POST is served by the server's protocol, a chunked one through ASGI: the same
+    signal and its repeat answer the same either way, once dispatched and once logged."""
+    raw = orjson.dumps(signal("solo, door one", log_id="doors-1"))
+    host, port = router.base.removeprefix("http://").split(":")
+
+    async def chunked(raw: bytes) -> tuple[int, dict[str, str], Any]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /route HTTP/1.1\r\nHost: t\r\nX-API-Key: " + API_KEY.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + b"%x\r\n" % len(raw) + raw + b"\r\n0\r\n\r\n"
+        )  # fmt: skip
+        data = await asyncio.wait_for(reader.read(), timeout=10)
+        writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        return int(lines[0].split()[1]), headers, orjson.loads(body)
+
+    status, first, first_headers = await router.route(raw)
+    again_status, again_headers, again = await chunked(raw)
+    assert (status, again_status) == (200, 200)
+    assert first["status"] == again["status"] == "delivered"
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    assert "Idempotent-Replayed" not in first_headers
+    assert again_headers["idempotent-replayed"] == "true"
+    assert again_headers["content-type"] == first_headers["Content-Type"] == "application/json"
+
+    other = orjson.dumps(signal("solo, door two", log_id="doors-2"))
+    status, _, answer = await chunked(other)
+    repeat_status, repeat, repeat_headers = await router.route(other)
+    assert (status, answer["status"], answer["duplicate"]) == (200, "delivered", False)
+    assert (repeat_status, repeat["duplicate"]) == (200, True)
+    assert repeat_headers["Idempotent-Replayed"] == "true"
+    assert fresh_agents["alpha"].stats()["received"] == 2
+    rows = router.query(
+        "SELECT log_id, status FROM signal_log WHERE log_id IN ('doors-1', 'doors-2')"
+        " ORDER BY log_id"
+    )
+    assert rows == [("doors-1", "delivered"), ("doors-2", "delivered")]
