@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("parse + classify: signals, routing, orjson", r"router/signals|router/routing"),
         ("route handler: route.py", r"router/api/|router/app\.py"),
         ("FastAPI + Starlette: routing, middleware", r"fastapi/|starlette/"),
-        ("HTTP server: uvicorn + httptools", r"uvicorn/|httptools"),
+        ("HTTP server: uvicorn + httptools", r"uvicorn/|httptools|router/http_protocol"),
         ("asyncio: tasks, timeouts, locks", r"asyncio/(?!runners)|contextlib|_weakrefset"),
     )
 )
