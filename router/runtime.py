@@ -82,6 +82,7 @@ class Runtime:
         with contextlib.suppress(asyncio.CancelledError):
             await self.maintenance
         await self.writer.stop()
+        self.route_path.close()
         await self.stats.close()
         await self.client.close()
         for writer_pool in (self.claim_pool, self.outcome_pool):

@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import structlog
@@ -42,6 +42,7 @@ from router.store.writer import (
     GroupCommitWriter,
     Outcome,
 )
+from router.timeouts import FixedTimeouts
 
 log = structlog.get_logger("router.route")
 
@@ -51,8 +52,6 @@ INTERRUPTED_ERROR = (
 )
 _CONTENT_TYPE = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
-
-T = TypeVar("T")
 
 # (status, body, extra headers) of one answer.
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
@@ -81,6 +80,20 @@ class RoutePath:
     # Built in the running loop and kept: on Python 3.11 every asyncio.get_running_loop()
     # is a getpid() syscall (a fork check), several per signal.
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop, init=False)
+    # How long a request waits for its claim, and for its outcome's commit.
+    claim_waits: FixedTimeouts = field(init=False)
+    outcome_waits: FixedTimeouts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claim_waits = FixedTimeouts(self.loop, budget.CLAIM_WAIT_S)
+        self.outcome_waits = FixedTimeouts(
+            self.loop, self.outcome_timeout_s + budget.STATEMENT_TIMEOUT_S
+        )
+
+    def close(self) -> None:
+        """Stop the two wait timers (the server has answered or cancelled every request)."""
+        self.claim_waits.close()
+        self.outcome_waits.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one POST /route at the ASGI level: the requests the server's own route
@@ -250,7 +263,8 @@ class RoutePath:
         future: asyncio.Future[ExistingSignal | None] | None = None
         try:
             future = self.writer.claim(claim, valid_for_s=budget.CLAIM_VALID_S)
-            return await _within(self.loop, future, budget.CLAIM_WAIT_S)
+            self.claim_waits.add(future)
+            return await future
         except (TimeoutError, asyncio.CancelledError) as exc:
             if (
                 future is not None
@@ -278,9 +292,8 @@ class RoutePath:
         try:
             # Not shielded: a cancelled future only stops the lane from answering this
             # request; the lane writes every outcome it was given.
-            recorded = await _within(
-                self.loop, future, self.outcome_timeout_s + budget.STATEMENT_TIMEOUT_S
-            )
+            self.outcome_waits.add(future)
+            recorded = await future
         except asyncio.CancelledError:
             raise _cut_short() from None
         except (StoreError, TimeoutError) as exc:
@@ -339,23 +352,6 @@ class RoutePath:
             self.metrics.dlq_total.inc(swept)
             self.writer.dead_letters_written.set()
         return rows.get(existing.log_id, existing)
-
-
-async def _within(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], timeout_s: float
-) -> T:
-    """The writer's answer, or TimeoutError after `timeout_s`: one loop timer on the future,
-    where asyncio.timeout costs a context manager and task bookkeeping (~5 us) per wait."""
-    timer = loop.call_later(timeout_s, _time_out, future)
-    try:
-        return await future
-    finally:
-        timer.cancel()
-
-
-def _time_out(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 def _status_of(
