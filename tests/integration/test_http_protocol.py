@@ -34,8 +34,11 @@ async def silent_app(scope: Scope, receive: Any, send: Any) -> None:
 
 
 @asynccontextmanager
-async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
-    """uvicorn with the router's protocol on a free loopback port; yields the port."""
+async def started(
+    app: Any, **config: Any
+) -> AsyncIterator[tuple[uvicorn.Server, asyncio.Task[None], int]]:
+    """uvicorn with the router's protocol on a free loopback port: the server, the task
+    serving it, the port; stopped on the way out."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     config.setdefault("lifespan", "off")
@@ -48,11 +51,18 @@ async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield sock.getsockname()[1]
+        yield server, task, sock.getsockname()[1]
     finally:
         server.should_exit = True
         await task
         sock.close()
+
+
+@asynccontextmanager
+async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
+    """As `started`, yielding only the port."""
+    async with started(app, **config) as (_, _, port):
+        yield port
 
 
 async def exchange(port: int, request: bytes) -> bytes:
@@ -274,33 +284,40 @@ async def test_a_request_pipelined_behind_an_unanswered_one_is_answered_after_it
 async def test_a_graceful_shutdown_waits_for_the_answer_and_then_closes() -> None:
     route = FakeRoutePath()
     route.held.clear()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app_with_route_path(route),
-        http=HTTP_PROTOCOL,
-        lifespan="on",
-        log_level="critical",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    reader, writer = await asyncio.open_connection(*sock.getsockname())
-    writer.write(route_request(b"{}"))
-    await asyncio.wait_for(route.started.wait(), timeout=5)
-    server.should_exit = True
-    await asyncio.sleep(0.3)
-    assert not task.done()  # waiting for the answer in flight
-    route.held.set()
-    data = await asyncio.wait_for(reader.read(), timeout=5)  # then EOF: the server closed
-    await asyncio.wait_for(task, timeout=5)
-    writer.close()
-    sock.close()
+    async with started(app_with_route_path(route), lifespan="on") as (server, task, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(route_request(b"{}"))
+        await asyncio.wait_for(route.started.wait(), timeout=5)
+        server.should_exit = True
+        await asyncio.sleep(0.3)
+        assert not task.done()  # waiting for the answer in flight
+        route.held.set()
+        data = await asyncio.wait_for(reader.read(), timeout=5)  # then EOF: the server closed
+        await asyncio.wait_for(task, timeout=5)
+        writer.close()
     status, headers, body = parse(data)
     assert (status, headers["connection"]) == (200, "close")
     assert json.loads(body)["served_by"] == "protocol"
+
+
+async def test_a_shutdown_past_its_grace_cancels_the_answer_which_ends_in_a_json_500() -> None:
+    """uvicorn cancels its tasks when the grace runs out: the protocol's own is one of them,
+    and a cancellation that escapes the route path still answers, in the contract's shape."""
+    route = FakeRoutePath()
+    route.held.clear()  # never released
+    config = {"lifespan": "on", "timeout_graceful_shutdown": 0.3}
+    async with started(app_with_route_path(route), **config) as (server, task, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(route_request(b"{}"))
+        await asyncio.wait_for(route.started.wait(), timeout=5)
+        server.should_exit = True
+        data = await asyncio.wait_for(reader.read(), timeout=5)
+        await asyncio.wait_for(task, timeout=5)
+        writer.close()
+    status, headers, body = parse(data)
+    assert (status, headers["connection"]) == (500, "close")
+    assert json.loads(body)["error"]["code"] == "internal_error"
+    assert route.replied == []
 
 
 async def test_a_client_gone_before_its_answer_gets_nothing_written_and_no_error() -> None:
