@@ -167,7 +167,7 @@ class JsonHttpToolsProtocol(HttpToolsProtocol):
             return
         self._route_cycle = None
         route: RoutePath = self.app_state[ROUTE_PATH_STATE]
-        # Tracked with uvicorn's own tasks, so a graceful shutdown waits for it.
+        # One of uvicorn's tasks: the shutdown waits for it, and cancels it past its grace.
         task = self.loop.create_task(self._serve_route(route, cycle, self.headers))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
