@@ -105,8 +105,9 @@ def run_variant(stack: Stack, layers: Sequence[str], signals: int) -> Run:
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     command = [sys.executable, "-m", "benches.layers", "--child", ",".join(layers)]
     command += ["--signals", str(signals)]
-    # The log line goes where a served router's goes in the benches: a file.
-    with open(stack.workdir / "layers.log", "ab") as log:
+    # The log line goes where a served router's goes in the benches: a file. A new one per
+    # run (~16 MB of lines each): only a failed run's output is ever read.
+    with open(stack.workdir / "layers.log", "wb") as log:
         done = subprocess.run(
             command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, check=False
         )
